@@ -1,0 +1,28 @@
+"""gradclip: gradient clipping and exploding-gradient diagnostics for PyTorch.
+
+The public API is re-exported here; see :mod:`gradclip.ops` for the stateless
+clipping operations.
+"""
+
+from gradclip.ops import (
+    clip_by_global_norm,
+    clip_by_norm,
+    clip_by_value,
+    clip_grad_norm_,
+    clip_grad_value_,
+    global_norm,
+    scale_,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "clip_by_global_norm",
+    "clip_by_norm",
+    "clip_by_value",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "global_norm",
+    "scale_",
+]
