@@ -379,7 +379,9 @@ def clip_by_norm(
             raise ValueError("axes is not supported for sparse tensors")
         t = t.coalesce() if t.layout == torch.sparse_coo else t
         values = clip_by_norm(t.values(), c)
-        return torch.sparse_coo_tensor(t.indices(), values, t.shape, is_coalesced=True)
+        return torch.sparse_coo_tensor(
+            t.indices(), values, t.shape, is_coalesced=True, check_invariants=False
+        )
     dims = _normalize_axes(axes, t.dim())
     acc = torch.float32 if t.dtype in _LOW_PRECISION else t.dtype
     norm = torch.linalg.vector_norm(t, 2, dim=dims, keepdim=True, dtype=acc)
@@ -438,9 +440,14 @@ def clip_by_value(t: Tensor, clip_value_min: Threshold, clip_value_max: Threshol
     if t.layout == torch.sparse_coo:
         t = t.coalesce()
         values = clip_by_value(t.values(), clip_value_min, clip_value_max)
-        return torch.sparse_coo_tensor(t.indices(), values, t.shape, is_coalesced=True)
-    lo = clip_value_min.to(t.device) if isinstance(clip_value_min, Tensor) else clip_value_min
-    hi = clip_value_max.to(t.device) if isinstance(clip_value_max, Tensor) else clip_value_max
+        return torch.sparse_coo_tensor(
+            t.indices(), values, t.shape, is_coalesced=True, check_invariants=False
+        )
+    lo, hi = clip_value_min, clip_value_max
+    if isinstance(lo, Tensor) or isinstance(
+        hi, Tensor
+    ):  # torch.clamp takes two tensors or two numbers
+        lo, hi = (torch.as_tensor(b, dtype=t.dtype, device=t.device) for b in (lo, hi))
     out = torch.clamp(t, lo, hi)  # type: ignore[arg-type]
     if out.shape != t.shape:
         raise ValueError(
