@@ -4,6 +4,13 @@ The public API is re-exported here; see :mod:`gradclip.ops` for the stateless
 clipping operations.
 """
 
+from gradclip.clippers import (
+    CLIPPER_NAMES,
+    Clipper,
+    ClipStats,
+    make_clipper,
+    make_clipper_from_spec,
+)
 from gradclip.ops import (
     clip_by_global_norm,
     clip_by_norm,
@@ -13,16 +20,24 @@ from gradclip.ops import (
     global_norm,
     scale_,
 )
+from gradclip.optim import ClippedOptimizer, clipped_step
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CLIPPER_NAMES",
+    "ClipStats",
+    "ClippedOptimizer",
+    "Clipper",
     "__version__",
     "clip_by_global_norm",
     "clip_by_norm",
     "clip_by_value",
     "clip_grad_norm_",
     "clip_grad_value_",
+    "clipped_step",
     "global_norm",
+    "make_clipper",
+    "make_clipper_from_spec",
     "scale_",
 ]
