@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from gradclip import __version__
 
 # Modules that add sub-commands; each has register(subparsers) -> None.
-COMMAND_MODULES = ("gradclip.demo",)
+COMMAND_MODULES = ("gradclip.demo", "gradclip.lm.commands")
 
 
 class UsageError(ValueError):

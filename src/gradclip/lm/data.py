@@ -1,0 +1,326 @@
+"""Corpora: Mikolov-format PTB and plain-text directories, the tutorial's vocabulary,
+``ptb_producer`` batching and a token-stream cache.
+
+Tokenisation (``tokens="word"``) is the tutorial's ``reader._read_words``: every
+newline becomes ``<eos>`` and the text is split on whitespace. (The tutorial
+replaces ``"\\n"`` by ``"<eos>"``; we replace it by ``" <eos> "``, which gives the
+same tokens on PTB, whose lines begin and end with a space, and does not glue
+words together in corpora whose lines do not.) ``tokens="char"`` makes every
+character a token, again with ``<eos>`` for each newline. The character-level
+PTB files (``ptb.char.*.txt``) are already space-separated symbols and load
+with ``tokens="word"`` and ``prefix="ptb.char."``.
+
+The vocabulary is built from the training split only and sorted by
+(−count, word), the ids being the ranks, exactly as ``reader._build_vocab``.
+On PTB this gives the tutorial's 10,000 ids (``the``=0, ``<unk>``=1, ``<eos>``=2).
+For other corpora, ``vocab_size`` caps it: the most frequent ``vocab_size − 1``
+types are kept and the rest map to ``<unk>``, whose count is its own plus the
+dropped ones. ``<unk>`` is added only when it is needed (the cap is hit, or valid
+or test holds a type train lacks); the tutorial drops such tokens instead, a case
+that never arises on PTB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+EOS = "<eos>"
+UNK = "<unk>"
+SPLITS = ("train", "valid", "test")
+TOKEN_MODES = ("word", "char")
+CACHE_VERSION = 1
+
+
+class DataError(ValueError):
+    """A problem with the input corpus that the user can fix."""
+
+
+@dataclass
+class Corpus:
+    """The three token-id streams of a corpus and its vocabulary."""
+
+    vocab: list[str]
+    train: Tensor
+    valid: Tensor
+    test: Tensor
+    files: dict[str, str]
+    sha256: dict[str, str]
+    tokens: str
+    from_cache: bool = False
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def split(self, name: str) -> Tensor:
+        stream: Tensor = getattr(self, name)
+        return stream
+
+
+# --------------------------------------------------------------------------- files
+def find_files(data_dir: str | os.PathLike[str], prefix: str | None = None) -> dict[str, Path]:
+    """The train/valid/test files of ``data_dir``.
+
+    With ``prefix=None`` the Mikolov names ``ptb.{split}.txt`` are used when
+    ``ptb.train.txt`` exists, and ``{split}.txt`` otherwise. Any other prefix
+    names the files ``{prefix}{split}.txt`` (e.g. ``"ptb.char."``).
+    """
+    root = Path(data_dir)
+    if not root.exists():
+        raise DataError(f"data directory not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"data path is not a directory: {root}")
+    if prefix is None:
+        prefix = "ptb." if (root / "ptb.train.txt").exists() else ""
+        if not prefix and not (root / "train.txt").exists():
+            raise DataError(f"no training file in {root}: expected ptb.train.txt or train.txt")
+    files = {s: root / f"{prefix}{s}.txt" for s in SPLITS}
+    for s, path in files.items():
+        if not path.exists():
+            raise DataError(f"{s} file not found: {path}")
+        if not path.is_file():
+            raise DataError(f"{s} path is not a file: {path}")
+        if path.stat().st_size == 0:
+            raise DataError(f"{s} file is empty: {path}")
+    return files
+
+
+def read_text(path: Path) -> str:
+    """The file as strict UTF-8; invalid bytes raise DataError naming path and offset."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: invalid UTF-8 at byte offset {exc.start} ({exc.reason})"
+        ) from None
+
+
+def tokenize(text: str, tokens: str = "word") -> list[str]:
+    """The tutorial's ``_read_words`` (``word``), or one token per character (``char``).
+
+    >>> tokenize(" a b \\n c \\n")
+    ['a', 'b', '<eos>', 'c', '<eos>']
+    >>> tokenize("ab\\nc", "char")
+    ['a', 'b', '<eos>', 'c']
+    """
+    if tokens == "word":
+        return text.replace("\n", f" {EOS} ").split()
+    if tokens == "char":
+        out: list[str] = []
+        for i, line in enumerate(text.split("\n")):
+            if i:
+                out.append(EOS)
+            out.extend(line)
+        return out
+    raise DataError(f"tokens must be one of {', '.join(TOKEN_MODES)}, got {tokens!r}")
+
+
+def build_vocab(
+    counts: Counter[str], vocab_size: int | None = None, need_unk: bool = False
+) -> list[str]:
+    """Words sorted by (−count, word); capped at ``vocab_size`` with ``<unk>``.
+
+    >>> build_vocab(Counter("b a c a b a".split()))
+    ['a', 'b', 'c']
+    >>> build_vocab(Counter("b a c a b a d".split()), vocab_size=3)
+    ['a', '<unk>', 'b']
+    """
+    items = dict(counts)
+    if vocab_size is not None and len(items) > vocab_size:
+        need_unk = True
+    if need_unk:
+        unk_count = items.pop(UNK, 0)
+        ranked = sorted(items.items(), key=lambda kv: (-kv[1], kv[0]))
+        keep = len(ranked) if vocab_size is None else min(len(ranked), vocab_size - 1)
+        dropped = sum(c for _, c in ranked[keep:])
+        items = dict(ranked[:keep])
+        items[UNK] = unk_count + dropped
+    return [w for w, _ in sorted(items.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def _to_ids(words: list[str], word_to_id: dict[str, int]) -> Tensor:
+    unk = word_to_id.get(UNK)
+    if unk is None:
+        ids = [word_to_id[w] for w in words if w in word_to_id]
+    else:
+        ids = [word_to_id.get(w, unk) for w in words]
+    return torch.tensor(ids, dtype=torch.int32)
+
+
+# --------------------------------------------------------------------------- cache
+def cache_dir() -> Path:
+    """``$GRADCLIP_CACHE_DIR`` or ``~/.cache/gradclip``."""
+    env = os.environ.get("GRADCLIP_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "gradclip"
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` via a temp file beside it, fsync and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _cache_key(shas: dict[str, str], tokens: str, vocab_size: int | None) -> str:
+    h = hashlib.sha256()
+    h.update(f"gradclip-lm-v{CACHE_VERSION}|{tokens}|{vocab_size}|".encode())
+    for s in SPLITS:
+        h.update(f"{s}={shas[s]}|".encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- loading
+def load_corpus(
+    data_dir: str | os.PathLike[str],
+    *,
+    tokens: str = "word",
+    prefix: str | None = None,
+    vocab_size: int | None = None,
+    use_cache: bool = True,
+) -> Corpus:
+    """Load and tokenise a corpus directory, from the cache when possible."""
+    if tokens not in TOKEN_MODES:
+        raise DataError(f"tokens must be one of {', '.join(TOKEN_MODES)}, got {tokens!r}")
+    files = find_files(data_dir, prefix)
+    raws = {s: files[s].read_bytes() for s in SPLITS}
+    shas = {s: hashlib.sha256(raws[s]).hexdigest() for s in SPLITS}
+    names = {s: str(files[s]) for s in SPLITS}
+    key = _cache_key(shas, tokens, vocab_size)
+    cache_file = cache_dir() / "lm" / f"{key}.pt"
+    if use_cache and cache_file.is_file():
+        try:
+            blob = torch.load(cache_file, weights_only=True)
+            if blob.get("version") == CACHE_VERSION and blob.get("key") == key:
+                return Corpus(
+                    vocab=list(blob["vocab"]),
+                    train=blob["train"],
+                    valid=blob["valid"],
+                    test=blob["test"],
+                    files=names,
+                    sha256=shas,
+                    tokens=tokens,
+                    from_cache=True,
+                )
+        except Exception:  # a corrupt cache entry is rebuilt below
+            pass
+    words: dict[str, list[str]] = {}
+    for s in SPLITS:
+        try:
+            text = raws[s].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{files[s]}: invalid UTF-8 at byte offset {exc.start} ({exc.reason})"
+            ) from None
+        words[s] = tokenize(text, tokens)
+        if not words[s]:
+            raise DataError(f"{s} file has no tokens: {files[s]}")
+    counts = Counter(words["train"])
+    held_out_oov = any(w not in counts for s in ("valid", "test") for w in words[s])
+    vocab = build_vocab(counts, vocab_size, need_unk=held_out_oov)
+    word_to_id = {w: i for i, w in enumerate(vocab)}
+    ids = {s: _to_ids(words[s], word_to_id) for s in SPLITS}
+    corpus = Corpus(
+        vocab=vocab,
+        train=ids["train"],
+        valid=ids["valid"],
+        test=ids["test"],
+        files=names,
+        sha256=shas,
+        tokens=tokens,
+    )
+    if use_cache:
+        buf = io.BytesIO()
+        torch.save({"version": CACHE_VERSION, "key": key, "vocab": vocab, **ids}, buf)
+        with contextlib.suppress(OSError):  # an unwritable cache only costs time
+            atomic_write_bytes(cache_file, buf.getvalue())
+    return corpus
+
+
+# --------------------------------------------------------------------------- batching
+def batchify(ids: Tensor, batch_size: int) -> Tensor:
+    """``[B, batch_len]`` with row b a contiguous stripe; trailing ids dropped.
+
+    >>> batchify(torch.arange(10), 3)
+    tensor([[0, 1, 2],
+            [3, 4, 5],
+            [6, 7, 8]])
+    """
+    batch_len = ids.numel() // batch_size
+    return ids[: batch_size * batch_len].reshape(batch_size, batch_len)
+
+
+def epoch_size(num_tokens: int, batch_size: int, num_steps: int) -> int:
+    """Steps per epoch of ``ptb_producer``: ⌊(⌊N/B⌋ − 1)/T⌋ (may be 0)."""
+    return max((num_tokens // batch_size - 1) // num_steps, 0)
+
+
+def check_epoch_size(split: str, num_tokens: int, batch_size: int, num_steps: int) -> int:
+    n = epoch_size(num_tokens, batch_size, num_steps)
+    if n == 0:
+        raise DataError(
+            f"{split} split is too small: {num_tokens} tokens give epoch_size 0 with "
+            f"batch_size {batch_size} and num_steps {num_steps}; "
+            "decrease batch_size or num_steps"
+        )
+    return n
+
+
+class Batches:
+    """``reader.ptb_producer``: step i gives x = data[:, iT:(i+1)T], y shifted by one.
+
+    The stream is stored time-major (``[batch_len, B]``) so that each step's
+    ``x`` and ``y`` are contiguous ``[T, B]`` slices.
+
+    >>> b = Batches(torch.arange(10), batch_size=2, num_steps=2)
+    >>> len(b)
+    2
+    >>> x, y = b[0]
+    >>> x.t().tolist(), y.t().tolist()
+    ([[0, 1], [5, 6]], [[1, 2], [6, 7]])
+    >>> [t.t().tolist() for t in b[1]]
+    [[[2, 3], [7, 8]], [[3, 4], [8, 9]]]
+    """
+
+    def __init__(self, ids: Tensor, batch_size: int, num_steps: int) -> None:
+        self.batch_size = batch_size
+        self.num_steps = num_steps
+        self.data = batchify(ids.long(), batch_size).t().contiguous()  # [batch_len, B]
+        self.epoch_size = max((self.data.shape[0] - 1) // num_steps, 0)
+
+    def to(self, device: torch.device | str) -> Batches:
+        self.data = self.data.to(device)
+        return self
+
+    def __len__(self) -> int:
+        return self.epoch_size
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        if not 0 <= i < self.epoch_size:
+            raise IndexError(i)
+        t = self.num_steps
+        return self.data[i * t : (i + 1) * t], self.data[i * t + 1 : (i + 1) * t + 1]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for i in range(self.epoch_size):
+            yield self[i]
