@@ -276,3 +276,41 @@ def test_bad_resume_and_evaluate_inputs(corpus, tmp_path, capsys):
     assert "cannot be combined with --resume" in capsys.readouterr().err
     assert main(["generate", str(run), "--temperature", "0"]) == 2
     assert "--temperature must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_step_loop_has_no_host_sync(tmp_path):
+    """With metrics on (flushed later) and no progress bar, training steps never sync."""
+    from gradclip.lm.config import load_config
+    from gradclip.lm.data import Batches
+    from gradclip.lm.model import PTBModel
+    from gradclip.lm.train import (
+        MetricsLog,
+        StopFlag,
+        Trainer,
+        _EpochSink,
+        make_optimizer,
+        train_steps,
+    )
+
+    cfg, _ = load_config("test")
+    dev = torch.device("cuda")
+    model = PTBModel.from_config(cfg, 50).to(dev)
+    opt = make_optimizer(model, cfg)
+    ids = torch.randint(0, 50, (2000,))
+    batches = Batches(ids, cfg.batch_size, cfg.num_steps).to(dev)
+    trainer = Trainer(cfg, model, opt, ids, ids, ids, tmp_path, dev, progress=False)
+    trainer._epoch_cost = torch.zeros((), device=dev)
+    trainer._epoch_clipped = torch.zeros((), device=dev)
+    metrics = MetricsLog(tmp_path / "m.jsonl", None, flush_every=10**6)
+    sink = _EpochSink(trainer, metrics, None, 0, 1.0, 0.0, StopFlag(), False)
+    state = model.init_state(cfg.batch_size)
+    train_steps(model, batches, opt, state, range(3), sink)  # warm-up (lazy init may sync)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        train_steps(model, batches, opt, state, range(3, 40), sink)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    metrics.close()
+    assert len(read_jsonl(tmp_path / "m.jsonl")) == 40

@@ -180,6 +180,12 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def _cache_key(shas: dict[str, str], tokens: str, vocab_size: int | None) -> str:

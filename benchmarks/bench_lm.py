@@ -1,0 +1,236 @@
+"""Words/s of ``gradclip train``'s loop (config ``small``) against a pytorch/examples
+``word_language_model``-style loop, and the cost of per-step clipping + logging.
+
+Three loops, same model size (V 10000, 2 × 200 LSTM, untied), batch 20, bptt 20,
+same token stream, run side by side in interleaved blocks:
+
+* ``examples``: a minimal re-implementation of pytorch/examples'
+  ``word_language_model`` training step (reference §15): ``nn.Embedding`` +
+  ``nn.LSTM(200, 200, 2)`` + ``nn.Linear``, ``nn.Dropout`` on embedding and
+  output (p = 0 here, as in the small config), mean cross-entropy,
+  ``torch.nn.utils.clip_grad_norm_(params, 0.25)``, manual SGD
+  ``p.add_(p.grad, alpha=-lr)``, hidden state detached each batch and
+  ``total_loss += loss.item()``.
+* ``gradclip``: the loop of ``gradclip train`` itself (``train_steps`` with the
+  trainer's per-step bookkeeping): TF-scale loss, ``ClippedOptimizer`` with the
+  ``norm`` clipper at 5, per-step ``metrics.jsonl`` rows (and TensorBoard when
+  installed) flushed every 200 steps, progress bar refreshed every 50 steps.
+* ``bare``: the same loop without clipping and logging: plain ``torch.optim.SGD``
+  and no per-step bookkeeping.
+
+Each block is ``--block`` steps (default 200, one metrics flush per block for
+``gradclip``); words/s of a block = block · B · T / seconds. Reported: the median
+over ``--rounds`` blocks per loop.
+
+Run: ``.venv/bin/python benchmarks/bench_lm.py --threads 2 --rounds 7``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import gradclip
+from gradclip.lm.config import load_config
+from gradclip.lm.data import Batches
+from gradclip.lm.model import PTBModel
+from gradclip.lm.train import (
+    MetricsLog,
+    StopFlag,
+    Trainer,
+    _EpochSink,
+    make_optimizer,
+    make_tb_writer,
+    train_steps,
+)
+
+
+class ExamplesRNNModel(nn.Module):
+    """pytorch/examples word_language_model's RNNModel (LSTM, untied), written from §15."""
+
+    def __init__(self, ntoken: int, ninp: int, nhid: int, nlayers: int, dropout: float) -> None:
+        super().__init__()
+        self.ntoken = ntoken
+        self.drop = nn.Dropout(dropout)
+        self.encoder = nn.Embedding(ntoken, ninp)
+        self.rnn = nn.LSTM(ninp, nhid, nlayers, dropout=dropout)
+        self.decoder = nn.Linear(nhid, ntoken)
+        self.nhid, self.nlayers = nhid, nlayers
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+    def forward(self, x: Tensor, hidden: tuple[Tensor, Tensor]) -> tuple[Tensor, Any]:
+        emb = self.drop(self.encoder(x))
+        output, hidden = self.rnn(emb, hidden)
+        output = self.drop(output)
+        decoded = self.decoder(output).view(-1, self.ntoken)
+        return F.log_softmax(decoded, dim=1), hidden
+
+    def init_hidden(self, bsz: int) -> tuple[Tensor, Tensor]:
+        w = next(self.parameters())
+        return (
+            w.new_zeros(self.nlayers, bsz, self.nhid),
+            w.new_zeros(self.nlayers, bsz, self.nhid),
+        )
+
+
+class ExamplesLoop:
+    def __init__(self, batches: Batches, vocab: int, lr: float = 20.0, clip: float = 0.25) -> None:
+        torch.manual_seed(0)
+        self.model = ExamplesRNNModel(vocab, 200, 200, 2, 0.0)
+        self.criterion = nn.NLLLoss()  # examples: log_softmax + NLLLoss = mean CE
+        self.batches = batches
+        self.hidden: Any = self.model.init_hidden(batches.batch_size)
+        self.lr, self.clip, self.vocab = lr, clip, vocab
+        self.total_loss = 0.0
+
+    def run(self, steps: range) -> None:
+        model = self.model
+        model.train()
+        for i in steps:
+            data, targets = self.batches[i]
+            model.zero_grad()
+            self.hidden = tuple(h.detach() for h in self.hidden)  # repackage_hidden
+            output, self.hidden = model(data, self.hidden)
+            loss = self.criterion(output, targets.reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip)
+            for p in model.parameters():
+                p.data.add_(p.grad, alpha=-self.lr)
+            self.total_loss += loss.item()
+
+
+class GradclipLoop:
+    """The ``gradclip train`` step loop with (full) or without (bare) clip + logging."""
+
+    def __init__(self, batches: Batches, vocab: int, full: bool, out_dir: Path) -> None:
+        cfg, _ = load_config("small")
+        torch.manual_seed(0)
+        self.model = PTBModel.from_config(cfg, vocab)
+        self.batches = batches
+        self.state = self.model.init_state(batches.batch_size)
+        self.full = full
+        self.sink: Any = None
+        if full:
+            self.optimizer = make_optimizer(self.model, cfg)
+            self.trainer = Trainer(
+                cfg=cfg,
+                model=self.model,
+                optimizer=self.optimizer,
+                train_ids=torch.zeros(0),
+                valid_ids=torch.zeros(0),
+                test_ids=torch.zeros(0),
+                run_dir=out_dir,
+                device=torch.device("cpu"),
+            )
+            self.trainer._epoch_cost = torch.zeros(())
+            self.trainer._epoch_clipped = torch.zeros(())
+            self.tb = make_tb_writer(out_dir / "tb")
+            self.metrics = MetricsLog(out_dir / "metrics.jsonl", self.tb, flush_every=200)
+            from tqdm import tqdm
+
+            self.devnull = open(os.devnull, "w")  # noqa: SIM115
+            self.bar = tqdm(total=len(batches), file=self.devnull, mininterval=30.0)
+            self.sink = _EpochSink(
+                self.trainer,
+                self.metrics,
+                self.bar,
+                0,
+                cfg.learning_rate,
+                time.perf_counter(),
+                stop=StopFlag(),
+                tb=True,
+            )
+        else:
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.learning_rate)
+
+    def run(self, steps: range) -> None:
+        self.state, _ = train_steps(
+            self.model, self.batches, self.optimizer, self.state, steps, self.sink, None
+        )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--block", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--data", help="PTB directory (default: random ids, V = 10000)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    vocab = 10000
+    if args.data:
+        from gradclip.lm.data import load_corpus
+
+        ids = load_corpus(args.data).train
+    else:
+        ids = torch.randint(0, vocab, (929_589,), generator=torch.Generator().manual_seed(0))
+    batches = Batches(ids, 20, 20)
+    words = 20 * 20
+    with tempfile.TemporaryDirectory() as tmp:
+        loops: dict[str, Any] = {
+            "examples": ExamplesLoop(batches, vocab),
+            "gradclip": GradclipLoop(batches, vocab, True, Path(tmp)),
+            "bare": GradclipLoop(batches, vocab, False, Path(tmp)),
+        }
+        pos = {k: 0 for k in loops}
+
+        def take(name: str, n: int) -> range:
+            start = pos[name]
+            if start + n > len(batches):
+                start = 0
+            pos[name] = start + n
+            return range(start, start + n)
+
+        for name, loop in loops.items():
+            loop.run(take(name, args.warmup))
+        if "gradclip" in loops:
+            loops["gradclip"].metrics.flush()
+        wps: dict[str, list[float]] = {k: [] for k in loops}
+        order = list(loops)
+        for r in range(args.rounds):
+            for name in order if r % 2 == 0 else order[::-1]:
+                t0 = time.perf_counter()
+                loops[name].run(take(name, args.block))
+                wps[name].append(args.block * words / (time.perf_counter() - t0))
+            print(
+                f"round {r + 1}: " + "  ".join(f"{k} {v[-1]:,.0f}" for k, v in wps.items()),
+                file=sys.stderr,
+            )
+        g = loops["gradclip"]
+        g.metrics.close()
+        if g.tb is not None:
+            g.tb.close()
+        g.devnull.close()
+        lines = (Path(tmp) / "metrics.jsonl").read_text().count("\n")
+    med = {k: statistics.median(v) for k, v in wps.items()}
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, threads {args.threads}, gradclip {gradclip.__version__}"
+    )
+    print(f"blocks: {args.rounds} × {args.block} steps per loop (B 20, T 20), interleaved")
+    print("| loop | words/s (median) | min | max |")
+    print("|---|---|---|---|")
+    for k, v in wps.items():
+        print(f"| {k} | {med[k]:,.0f} | {min(v):,.0f} | {max(v):,.0f} |")
+    print(f"gradclip / examples: {med['gradclip'] / med['examples']:.3f}")
+    print(f"clip+logging overhead (bare / gradclip − 1): {med['bare'] / med['gradclip'] - 1:+.2%}")
+    print(f"(metrics.jsonl rows written by the gradclip loop: {lines})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
