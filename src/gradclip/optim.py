@@ -186,13 +186,13 @@ class ClippedOptimizer:
         policy = "skip" if amp else self.clipper.nonfinite
         can_skip = policy == "skip"
         fused = is_fused(opt)
-        first_fix = self._prepare_fused_sgd(can_skip) if fused else False
+        first_fix = self._prepare_fused_sgd(can_skip) if fused else []
 
         params = _named_params(opt) if parameters is None else parameters
         stats = self.clipper.clip(params, defer_scale=fused, nonfinite=policy)
 
         if fused:
-            defer = self.clipper.global_scale and type(self.clipper)._writes
+            defer = self.clipper.global_scale and self.clipper._writes
             if defer:
                 opt.grad_scale = stats.scale.reciprocal().to(torch.float32)  # type: ignore[attr-defined]
             if can_skip and not amp:
@@ -208,7 +208,8 @@ class ClippedOptimizer:
                     if hasattr(opt, attr):
                         delattr(opt, attr)
             if first_fix and not bool(stats.finite):  # one sync, first step only
-                self._drop_momentum_buffers()
+                for p in first_fix:
+                    opt.state.get(p, {}).pop("momentum_buffer", None)
         elif amp:
             assert scaler is not None
             scaler.step(opt)  # the scaler syncs on its own inf check
@@ -223,35 +224,29 @@ class ClippedOptimizer:
         self.history.append(stats)
         return stats
 
-    def _prepare_fused_sgd(self, can_skip: bool) -> bool:
+    def _prepare_fused_sgd(self, can_skip: bool) -> list[Tensor]:
         """Work around fused SGD's uninitialised momentum after a skipped first step.
 
-        Returns True when the caller must sync once and drop the buffers."""
+        Returns the parameters whose new buffers must be dropped again if this
+        step turns out skipped (groups with ``dampening != 0``; costs one sync)."""
         opt = self.optimizer
         if not can_skip or not isinstance(opt, torch.optim.SGD):
-            return False
-        needs_sync = False
+            return []
+        watch: list[Tensor] = []
         for group in opt.param_groups:
             if group["momentum"] == 0:
                 continue
             params = [p for p in group["params"] if p.grad is not None]
             if any("momentum_buffer" in opt.state.get(p, {}) for p in params):
-                continue
+                continue  # not the group's first step
             if group["dampening"] == 0:
-                for p in params:  # 0·μ + (1-0)·g == g: same as torch's first step, bit for bit
+                for p in params:  # 0·μ + (1-0)·g == g: torch's first step, bit for bit
                     opt.state[p]["momentum_buffer"] = torch.zeros_like(
                         p, memory_format=torch.preserve_format
                     )
             else:
-                needs_sync = True
-        return needs_sync
-
-    def _drop_momentum_buffers(self) -> None:
-        opt = self.optimizer
-        for group in opt.param_groups:
-            if group["momentum"] != 0 and group["dampening"] != 0:
-                for p in group["params"]:
-                    opt.state.get(p, {}).pop("momentum_buffer", None)
+                watch.extend(params)
+        return watch
 
     # ---- checkpoints
     def state_dict(self) -> dict[str, Any]:
