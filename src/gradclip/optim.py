@@ -95,7 +95,7 @@ class ClippedOptimizer:
 
     Attributes: ``optimizer`` and ``clipper`` (the wrapped objects),
     ``last_stats`` (the latest :class:`ClipStats`), ``history`` (a deque of the
-    last ``history`` stats, default 1000), :attr:`clip_rate`,
+    last ``history`` stats, default 1000; ``None`` keeps every step's), :attr:`clip_rate`,
     :attr:`skip_count`. ``param_groups``, ``state``, ``defaults`` and
     ``zero_grad`` are the optimizer's (so ``group["lr"] = …`` works; give LR
     schedulers ``opt.optimizer``). :meth:`state_dict` holds the optimizer's
@@ -112,7 +112,9 @@ class ClippedOptimizer:
         (tensor([-0.6000, -0.8000]), tensor(5.), tensor(1.))
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, clipper: Clipper, *, history: int = 1000):
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, clipper: Clipper, *, history: int | None = 1000
+    ):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r:.80}")
         if not isinstance(clipper, Clipper):
