@@ -243,7 +243,10 @@ def test_tensor_norm_matches_keras_clipnorm() -> None:
     rng = np.random.default_rng(2)
     grads = random_grads(rng, 1.0)
     grads.append(torch.zeros(4))
-    ref = [g.double().numpy() for g in grads]
+    # mixed sizes and dtypes: large tensors take another norm kernel than small ones
+    grads.insert(1, torch.tensor(rng.standard_normal((300, 200)) * 0.001, dtype=torch.float32))
+    grads.append(torch.tensor(rng.standard_normal(70_000), dtype=torch.float64))
+    ref = [g.double().numpy().copy() for g in grads]
     stats = make_clipper("tensor-norm", max_norm=1.5).clip(grads)
     want = []
     for r in ref:

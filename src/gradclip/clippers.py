@@ -57,7 +57,6 @@ from gradclip.ops import (
     _combine_norms,
     _foreach_ok,
     _group_by_device_and_dtype,
-    _per_tensor_norms,
     check_norm_type,
     check_threshold,
     clip_by_value,
@@ -496,33 +495,27 @@ class TensorNormClip(Clipper):
     def _clip_local(self, batch: _Batch, policy: NonFinite) -> ClipStats:
         p, c = self.norm_type, self.max_norm
         device0 = batch.grads[0].device
-        groups = _group_by_device_and_dtype(batch.grads)
-        norms = {
-            key: _per_tensor_norms(group, p, key[0], key[1]).to(device0)
-            for key, group in groups.items()
-        }
-        all_norms = torch.cat(list(norms.values()))
-        norm = _combine_norms(all_norms, p)
+        # One global_norm per tensor: its per-tensor norms, in input order, with the
+        # same overflow safety and sparse support as every other norm in gradclip.
+        n = torch.stack([global_norm([g], p).to(device0) for g in batch.grads])
+        norm = _combine_norms(n, p)
         finite = torch.isfinite(norm)
         if policy == "error":
             _raise_nonfinite(finite, norm, repr(self))
-        post_parts = []
-        any_clipped = torch.zeros((), dtype=torch.bool, device=device0)
-        for key, group in groups.items():
-            n = norms[key]
-            over = n > c
-            s = torch.where(over, c / torch.where(over, n, 1.0), 1.0)
-            if policy == "propagate":
-                s = s + (n - n)
-            elif policy == "skip":
-                s = torch.where(finite, s, 1.0)
-            any_clipped = any_clipped | over.any()
-            post_parts.append(torch.where(over, c, n))
-            _mul_each_(group, s.to(key[0], key[1]))
-        post = _combine_norms(torch.cat(post_parts), p)
+        over = n > c
+        s = torch.where(over, c / torch.where(over, n, 1.0), 1.0)
+        if policy == "propagate":
+            s = s + (n - n)
+        elif policy == "skip":
+            s = torch.where(finite, s, 1.0)
+        index = {id(g): i for i, g in enumerate(batch.grads)}
+        for (device, dtype), group in _group_by_device_and_dtype(batch.grads).items():
+            rows = torch.tensor([index[id(g)] for g in group], device=device0)
+            _mul_each_(group, s.index_select(0, rows).to(device, dtype))
+        post = _combine_norms(torch.where(over, c, n), p)
         if policy == "propagate":
             post = post + (norm - norm)
-        return _local_stats(norm, finite, c, post, any_clipped)
+        return _local_stats(norm, finite, c, post, over.any())
 
 
 def _mul_each_(tensors: list[Tensor], factors: Tensor) -> None:
