@@ -654,7 +654,7 @@ class ZClip(Clipper):
         self.warmup = warmup
         self.warmup_max_norm = None if warmup_max_norm is None else float(warmup_max_norm)
         # During warm-up mean/var hold Welford's running mean and M2.
-        self._count = torch.zeros((), dtype=torch.int64)
+        self._count = torch.zeros((), dtype=_STATE_DTYPE)
         self._mean = torch.zeros((), dtype=_STATE_DTYPE)
         self._var = torch.zeros((), dtype=_STATE_DTYPE)
 
@@ -671,40 +671,31 @@ class ZClip(Clipper):
         return {"count": self._count, "mean": self._mean, "var": self._var}
 
     def _threshold(self, norm: Tensor, finite: Tensor) -> tuple[Tensor, Tensor]:
-        n = torch.where(finite, norm.to(_STATE_DTYPE), 0.0)
+        # Branch-free: both phases are computed and selected with torch.where, and
+        # nothing is stored unless the norm is finite (unselected NaN/inf is harmless).
+        n = norm.to(_STATE_DTYPE)
         mean, var, count = self._mean, self._var, self._count
         warm = count < self.warmup
-        # -- warm-up: fixed fallback threshold (or none); Welford update
+        # -- warm-up: Welford's running mean and M2, turned into σ² at the last step
+        k = count + 1
+        delta = n - mean
+        w_mean = mean + delta / k
+        w_m2 = var + delta * (n - w_mean)
+        w_var = torch.where(k == self.warmup, w_m2 / k, w_m2)
+        # -- after warm-up: z > z_thr  <=>  n > μ + z_thr·σ, and then
+        #    n* = μ + (z_thr²/z)·σ = μ + z_thr²·σ²/(n − μ)   (n − μ > 0 there; σ = 0 gives μ)
+        boundary = mean + self.z_threshold * var.sqrt()
+        target = mean + self.z_threshold**2 * var / (n - mean)
+        n_eff = torch.where(n > boundary, target, n)
+        e_mean = torch.lerp(mean, n_eff, 1 - self.alpha)  # α·μ + (1 − α)·n*
+        e_var = torch.lerp(var, (n_eff - e_mean).square(), 1 - self.alpha)
+        # -- select; update only where the norm is finite
         cap = math.inf if self.warmup_max_norm is None else self.warmup_max_norm
-        k = (count + 1).to(_STATE_DTYPE)
-        w_mean = mean + (n - mean) / k
-        w_m2 = var + (n - mean) * (n - w_mean)
-        done = count + 1 == self.warmup
-        w_var = torch.where(done, w_m2 / k, w_m2)
-        # -- after warm-up: z-score rule, EMA update with the clipped norm
-        sigma = var.clamp(min=0).sqrt()
-        diff = n - mean
-        z = torch.where(
-            sigma > 0,
-            diff / torch.where(sigma > 0, sigma, 1.0),
-            torch.where(diff > 0, math.inf, 0.0),
-        )
-        boundary = mean + self.z_threshold * sigma
-        z_over = z > self.z_threshold
-        target = mean + torch.where(
-            torch.isinf(z), 0.0, self.z_threshold**2 / torch.where(z_over, z, 1.0) * sigma
-        )
-        n_eff = torch.where(z_over, target, n)
-        a = self.alpha
-        e_mean = a * mean + (1 - a) * n_eff
-        e_var = a * var + (1 - a) * (n_eff - e_mean) ** 2
-        # -- select, and update only for finite norms
         thr = torch.where(warm, cap, boundary)
         tgt = torch.where(warm, cap, target)
-        keep = ~finite
-        self._mean.copy_(torch.where(keep, mean, torch.where(warm, w_mean, e_mean)))
-        self._var.copy_(torch.where(keep, var, torch.where(warm, w_var, e_var)))
-        self._count.copy_(count + finite.to(torch.int64))
+        self._mean.copy_(torch.where(finite, torch.where(warm, w_mean, e_mean), mean))
+        self._var.copy_(torch.where(finite, torch.where(warm, w_var, e_var), var))
+        self._count.add_(finite & warm)  # saturates at ``warmup``: exact in float32
         return thr, tgt
 
 
@@ -762,7 +753,7 @@ class WarmupMeanClip(Clipper):
         self.warmup_steps = warmup_steps
         self.factor = float(factor)
         self.warmup_cap = None if warmup_cap is None else float(warmup_cap)
-        self._count = torch.zeros((), dtype=torch.int64)
+        self._count = torch.zeros((), dtype=_STATE_DTYPE)
         self._mean = torch.zeros((), dtype=_STATE_DTYPE)
 
     def _config(self) -> dict[str, Any]:
@@ -784,11 +775,10 @@ class WarmupMeanClip(Clipper):
         else:
             cap = torch.where(count > 0, self.warmup_cap * mean, math.inf)
         thr = torch.where(warm, cap, self.factor * mean)
-        n = torch.where(finite, norm.to(_STATE_DTYPE), 0.0)
-        new_mean = mean + (torch.minimum(n, cap) - mean) / (count + 1).to(_STATE_DTYPE)
-        update = finite & warm
+        new_mean = mean + (torch.minimum(norm.to(_STATE_DTYPE), cap) - mean) / (count + 1)
+        update = finite & warm  # a non-finite norm is never selected into the mean
         self._mean.copy_(torch.where(update, new_mean, mean))
-        self._count.copy_(count + update.to(torch.int64))
+        self._count.add_(update)  # saturates at ``warmup_steps``: exact in float32
         return thr, thr
 
 
