@@ -510,21 +510,21 @@ class TensorNormClip(Clipper):
             s = torch.where(finite, s, 1.0)
         index = {id(g): i for i, g in enumerate(batch.grads)}
         for (device, dtype), group in _group_by_device_and_dtype(batch.grads).items():
-            rows = torch.tensor([index[id(g)] for g in group], device=device0)
-            _mul_each_(group, s.index_select(0, rows).to(device, dtype))
+            s_here = s.to(device, dtype)
+            _mul_each_(group, [s_here[index[id(g)]] for g in group])  # 0-d views: no sync
         post = _combine_norms(torch.where(over, c, n), p)
         if policy == "propagate":
             post = post + (norm - norm)
         return _local_stats(norm, finite, c, post, over.any())
 
 
-def _mul_each_(tensors: list[Tensor], factors: Tensor) -> None:
-    """``tensors[i] *= factors[i]`` (one fused foreach call when possible), no sync."""
+def _mul_each_(tensors: list[Tensor], factors: list[Tensor]) -> None:
+    """``tensors[i] *= factors[i]`` (0-d tensors; one foreach call when possible), no sync."""
     dense = all(t.layout == torch.strided for t in tensors)
     if dense and tensors and _foreach_ok(tensors, tensors[0].device):
-        torch._foreach_mul_(tensors, list(factors.unbind()))
+        torch._foreach_mul_(tensors, factors)
     else:
-        for t, f in zip(tensors, factors.unbind(), strict=True):
+        for t, f in zip(tensors, factors, strict=True):
             t.mul_(f)
 
 
