@@ -53,13 +53,20 @@ def make_net(seed: int = 0) -> Net:
     return Net()
 
 
-def backward(net: Net, step: int, bad: float | None = None, scale: float = 1.0) -> None:
+def backward(
+    net: Net,
+    step: int,
+    bad: float | None = None,
+    scale: float = 1.0,
+    scaler: torch.amp.GradScaler | None = None,
+) -> None:
     gen = torch.Generator().manual_seed(1000 + step)
     x = torch.randint(0, 11, (6, 3), generator=gen)
     y = torch.randint(0, 11, (6, 3), generator=gen)
     loss = torch.nn.functional.cross_entropy(net(x).reshape(-1, 11), y.reshape(-1))
     spike = 10.0 if step % 7 == 6 else 1.0
-    (loss * (1 + step % 3) * spike * scale).backward()
+    total = loss * (1 + step % 3) * spike * scale
+    (scaler.scale(total) if scaler is not None else total).backward()
     if bad is not None:
         net.rnn.weight_hh_l0.grad[0, 0] = bad  # type: ignore[index]
 
@@ -257,8 +264,7 @@ def test_grad_scaler_unscales_before_clipping(opt_name: str, fused: bool) -> Non
     opt = ClippedOptimizer(
         OPTIMIZERS[opt_name](net.parameters(), fused=fused), make_clipper("norm", max_norm=max_norm)
     )
-    backward(net, 0, scale=2.0**16)  # what scaler.scale(loss).backward() produces
-    scaler._lazy_init_scale_growth_tracker(torch.device("cpu"))
+    backward(net, 0, scaler=scaler)
     stats = opt.step(scaler=scaler)
     scaler.update()
     assert float(stats.norm) == pytest.approx(float(ref_stats.norm), rel=1e-5)
@@ -282,8 +288,7 @@ def test_grad_scaler_overflow_skips_without_poisoning_the_clipper() -> None:
         torch.optim.Adam(net.parameters(), fused=True),
         make_clipper("zclip", warmup=2, nonfinite="error"),  # overflow is the scaler's business
     )
-    backward(net, 0, bad=math.inf, scale=2.0**16)
-    scaler._lazy_init_scale_growth_tracker(torch.device("cpu"))
+    backward(net, 0, bad=math.inf, scaler=scaler)
     before = params_of(net)
     stats = opt.step(scaler=scaler)
     scaler.update()
@@ -297,8 +302,7 @@ def test_already_unscaled_is_not_unscaled_twice() -> None:
     net = make_net()
     scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
     opt = ClippedOptimizer(torch.optim.SGD(net.parameters(), lr=0.1), make_clipper("none"))
-    backward(net, 0, scale=4.0)
-    scaler._lazy_init_scale_growth_tracker(torch.device("cpu"))
+    backward(net, 0, scaler=scaler)
     scaler.unscale_(opt.optimizer)
     ref_net = make_net()
     backward(ref_net, 0)
