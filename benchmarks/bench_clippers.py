@@ -17,6 +17,8 @@ on the CPU is the per-tensor loop):
 * ``torch recipe``: ``torch.nn.utils.clip_grad_norm_`` then a default step;
 * ``norm + fused`` / ``norm + default``: :class:`gradclip.ClippedOptimizer`
   with ``make_clipper("norm")`` (threshold half the gradient norm: it clips);
+* ``norm/skip + fused``: the same with ``nonfinite="skip"`` (the skip flag goes
+  through the kernel's ``found_inf``);
 * adaptive clippers with the fused optimizer, their published defaults;
 * ``read floor``: one ``sum`` over every gradient, the least a norm pass costs.
 """
@@ -104,6 +106,7 @@ def bench(config: str, opt_name: str, repeats: int) -> tuple[dict[str, float], d
         ),
         "norm + fused": wrap(fused, "norm", max_norm=max_norm),
         "norm + default": wrap(default, "norm", max_norm=max_norm),
+        "norm/skip + fused": wrap(fused, "norm", max_norm=max_norm, nonfinite="skip"),
     }
     for name in ADAPTIVE:
         fns[f"{name} + fused"] = wrap(fused, name)
@@ -125,6 +128,7 @@ RATIOS = [
     ("norm+fused / fused step", "norm + fused", "fused step"),
     ("norm+fused / torch recipe", "norm + fused", "torch recipe"),
     ("norm+default / step", "norm + default", "step"),
+    ("norm/skip / norm (fused)", "norm/skip + fused", "norm + fused"),
     *((f"{a} / norm", f"{a} + fused", "norm + fused") for a in ADAPTIVE),
 ]
 TIMES = [
