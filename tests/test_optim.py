@@ -451,3 +451,32 @@ def test_deepcopy_and_state_dict_shape() -> None:
     assert sd["clipper"]["name"] == "autoclip"
     with pytest.raises(ValueError, match="missing"):
         opt.load_state_dict(sd["optimizer"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("clipper_name", CLIPPER_NAMES)
+@pytest.mark.parametrize("policy", ["propagate", "skip"])
+def test_cuda_fused_step_never_syncs(clipper_name: str, policy: str) -> None:
+    """torch's own sync detector: no device-to-host wait in clip + fused step."""
+    net = make_net().cuda()
+    wrapped = ClippedOptimizer(
+        torch.optim.Adam(net.parameters(), fused=True),
+        make_clipper(clipper_name, nonfinite=policy, **FAST[clipper_name]),
+    )
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, 11, (6, 3), generator=gen).cuda() for _ in range(5)]
+
+    def one_step(x: torch.Tensor) -> None:
+        wrapped.zero_grad()
+        net(x).square().mean().backward()
+        wrapped.step()
+
+    one_step(batches[0])  # first step: state moves to the device, lazily
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x in batches[1:]:
+            one_step(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(torch.stack([p.detach().sum() for p in net.parameters()])).all()
