@@ -467,3 +467,12 @@ def test_check_threshold_and_norm_type_messages():
         ops.check_threshold(0.0, "x", allow_zero=False)
     with pytest.raises(ValueError, match="x must be finite"):
         ops.check_threshold(math.inf, "x", allow_inf=False)
+
+
+def test_per_tensor_norms_keep_input_order_across_kernels():
+    """Large tensors take the BLAS path and small ones the fused call; order is kept."""
+    sizes = [ops._DOT_MIN_NUMEL, 3, ops._DOT_MIN_NUMEL * 2, 5, 1]
+    tensors = [torch.full((n,), float(i + 1)) for i, n in enumerate(sizes)]
+    norms = ops._per_tensor_norms(tensors, 2.0, torch.device("cpu"), torch.float32)
+    expected = torch.tensor([(i + 1) * math.sqrt(n) for i, n in enumerate(sizes)])
+    torch.testing.assert_close(norms, expected)

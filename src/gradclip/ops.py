@@ -157,22 +157,25 @@ def _exact_norm(t: Tensor, p: float) -> Tensor:
 
 
 def _per_tensor_norms_cpu(group: list[Tensor], p: float, dtype: torch.dtype) -> Tensor:
-    """Norms of CPU tensors (in no particular order), one read pass each, with an exact
-    fallback for a tensor whose float accumulation over- or underflows (a host read is
-    free on the CPU: there is no device to wait for)."""
+    """Norms of CPU tensors, in input order, one read pass each, with an exact fallback
+    for a tensor whose float accumulation over- or underflows (a host read is free on
+    the CPU: there is no device to wait for)."""
     out_dtype = torch.float32 if dtype in _LOW_PRECISION else dtype
     tiny = torch.finfo(out_dtype).tiny
     detached = [t.detach() for t in group]
     if p == 2 and dtype not in _LOW_PRECISION:
         # BLAS dot reads large tensors at memory bandwidth, about twice as fast as
         # vector_norm; small ones share one fused call, as a dot each costs a dispatch.
-        large = [t for t in detached if t.numel() >= _DOT_MIN_NUMEL and t.is_contiguous()]
-        small = [t for t in detached if t.numel() < _DOT_MIN_NUMEL or not t.is_contiguous()]
-        detached = large + small
-        parts = [torch.stack([torch.dot(t.view(-1), t.view(-1)) for t in large])] if large else []
-        if small:
-            parts.append(torch.stack(torch._foreach_norm(small, 2)).square())
-        squares = torch.cat(parts)
+        is_large = [t.numel() >= _DOT_MIN_NUMEL and t.is_contiguous() for t in detached]
+        small = [t for t, big in zip(detached, is_large, strict=True) if not big]
+        small_norms = torch._foreach_norm(small, 2) if small else []
+        small_squares = iter(torch._foreach_mul(small_norms, small_norms) if small else [])
+        squares = torch.stack(
+            [
+                torch.dot(t.view(-1), t.view(-1)) if big else next(small_squares)
+                for t, big in zip(detached, is_large, strict=True)
+            ]
+        )
         total = float(squares.sum())
         if math.isfinite(total) and total >= tiny:  # then no square over- or underflowed
             return squares.sqrt()
