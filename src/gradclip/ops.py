@@ -168,7 +168,7 @@ def _per_tensor_norms_cpu(group: list[Tensor], p: float, dtype: torch.dtype) -> 
         # vector_norm; small ones share one fused call, as a dot each costs a dispatch.
         is_large = [t.numel() >= _DOT_MIN_NUMEL and t.is_contiguous() for t in detached]
         small = [t for t, big in zip(detached, is_large, strict=True) if not big]
-        small_norms = torch._foreach_norm(small, 2) if small else []
+        small_norms = list(torch._foreach_norm(small, 2)) if small else []
         small_squares = iter(torch._foreach_mul(small_norms, small_norms) if small else [])
         squares = torch.stack(
             [
