@@ -476,3 +476,24 @@ def test_per_tensor_norms_keep_input_order_across_kernels():
     norms = ops._per_tensor_norms(tensors, 2.0, torch.device("cpu"), torch.float32)
     expected = torch.tensor([(i + 1) * math.sqrt(n) for i, n in enumerate(sizes)])
     torch.testing.assert_close(norms, expected)
+
+
+@FAST
+@given(tensor_lists(), st.sampled_from([1.0, 2.0, math.inf]))
+def test_tensor_norms_in_input_order_match_reference(tensors, p):
+    present = [t for t in tensors if t is not None]
+    norms = gradclip.tensor_norms(tensors, p)
+    assert norms.shape == (len(present),)
+    for value, t in zip(norms.tolist(), present, strict=True):
+        expected = reference_norm([t], p)
+        if norms.dtype == torch.float32:
+            expected = float(np.float32(expected))
+        rtol = 1e-12 if t.dtype == torch.float64 else 1e-5
+        assert_close_or_both_nan(value, expected, rtol)
+
+
+def test_tensor_norms_mixed_groups_keep_order_and_empty_tensors_are_zero():
+    tensors = [torch.ones(4), torch.ones(9, dtype=torch.float64), torch.zeros(0), torch.ones(1)]
+    norms = gradclip.tensor_norms(tensors)
+    assert norms.tolist() == [2.0, 3.0, 0.0, 1.0]
+    assert gradclip.global_norm([torch.zeros(0), torch.ones(2)], "inf").item() == 1.0

@@ -19,6 +19,7 @@ from gradclip.ops import (
     clip_grad_value_,
     global_norm,
     scale_,
+    tensor_norms,
 )
 from gradclip.optim import ClippedOptimizer, clipped_step
 
@@ -40,4 +41,5 @@ __all__ = [
     "make_clipper",
     "make_clipper_from_spec",
     "scale_",
+    "tensor_norms",
 ]

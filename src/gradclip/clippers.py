@@ -62,6 +62,7 @@ from gradclip.ops import (
     clip_by_value,
     global_norm,
     scale_,
+    tensor_norms,
 )
 
 __all__ = [
@@ -495,9 +496,7 @@ class TensorNormClip(Clipper):
     def _clip_local(self, batch: _Batch, policy: NonFinite) -> ClipStats:
         p, c = self.norm_type, self.max_norm
         device0 = batch.grads[0].device
-        # One global_norm per tensor: its per-tensor norms, in input order, with the
-        # same overflow safety and sparse support as every other norm in gradclip.
-        n = torch.stack([global_norm([g], p).to(device0) for g in batch.grads])
+        n = tensor_norms(batch.grads, p).to(device0)
         norm = _combine_norms(n, p)
         finite = torch.isfinite(norm)
         if policy == "error":

@@ -35,6 +35,7 @@ __all__ = [
     "clip_grad_value_",
     "global_norm",
     "scale_",
+    "tensor_norms",
 ]
 
 TensorList: TypeAlias = Sequence[Tensor | None]
@@ -191,7 +192,8 @@ def _per_tensor_norms_cpu(group: list[Tensor], p: float, dtype: torch.dtype) -> 
 def _per_tensor_norms(
     group: list[Tensor], p: float, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
-    dense = [_dense_view(t) for t in group]
+    # Empty tensors have norm 0; a stand-in zero keeps every kernel (inf-norm too) happy.
+    dense = [_dense_view(t) if t.numel() else t.new_zeros(1) for t in group]
     if device.type == "cpu" and all(type(t) in _PLAIN_TENSOR_TYPES for t in dense):
         return _per_tensor_norms_cpu(dense, p, dtype)
     acc = torch.float32 if dtype in _LOW_PRECISION else None
@@ -242,16 +244,40 @@ def global_norm(tensors: Tensors, norm_type: float | str = 2.0) -> Tensor:
         tensor(4.)
     """
     p = check_norm_type(norm_type)
+    return _combine_norms(tensor_norms(tensors, p), p)
+
+
+def tensor_norms(tensors: Tensors, norm_type: float | str = 2.0) -> Tensor:
+    r"""Return each tensor's p-norm ``‖g_i‖_p``, in input order, as one 1-d tensor.
+
+    The per-tensor half of :func:`global_norm` (same kernels, same overflow
+    safety, same float32 accumulation for low precision, sparse tensors
+    coalesced, no sync). ``None`` entries are skipped, so the result has one
+    entry per tensor present; it lives on the first tensor's device. This is
+    the norm behind per-tensor clipping (Keras ``clipnorm``) and per-layer logs.
+
+    Example:
+        >>> import torch, gradclip
+        >>> gradclip.tensor_norms([torch.tensor([3.0, 4.0]), None, torch.ones(4)])
+        tensor([5., 2.])
+    """
+    p = check_norm_type(norm_type)
     present = [t for t in _as_tensor_list(tensors, "tensors") if t is not None]
     if not present:
-        return torch.tensor(0.0)
+        return torch.zeros(0)
     first_device = present[0].device
     result_dtype = _promoted_dtype([torch.float32, *(t.dtype for t in present)])
-    norms = [
-        _per_tensor_norms(group, p, device, dtype).to(first_device, result_dtype)
-        for (device, dtype), group in _group_by_device_and_dtype(present).items()
-    ]
-    return _combine_norms(torch.cat(norms), p)
+    groups = _group_by_device_and_dtype(present)
+    parts = {
+        key: _per_tensor_norms(group, p, *key).to(first_device, result_dtype)
+        for key, group in groups.items()
+    }
+    if len(parts) == 1:  # grouping keeps the order within a group
+        return next(iter(parts.values()))
+    by_id = {
+        id(t): n for key, group in groups.items() for t, n in zip(group, parts[key], strict=True)
+    }
+    return torch.stack([by_id[id(t)] for t in present])
 
 
 def _promoted_dtype(dtypes: Sequence[torch.dtype]) -> torch.dtype:
