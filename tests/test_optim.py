@@ -28,6 +28,8 @@ FAST: dict[str, dict[str, Any]] = {
 }
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": lambda ps, **kw: torch.optim.SGD(ps, lr=0.1, momentum=0.9, **kw),
+    # plain SGD: the fused path folds the clip scale into a tensor learning rate
+    "sgd-plain": lambda ps, **kw: torch.optim.SGD(ps, lr=0.1, **kw),
     "sgd-damp": lambda ps, **kw: torch.optim.SGD(
         ps, lr=0.1, momentum=0.9, dampening=0.1, nesterov=False, **kw
     ),
@@ -490,3 +492,18 @@ def test_cuda_fused_step_never_syncs(clipper_name: str, policy: str) -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(torch.stack([p.detach().sum() for p in net.parameters()])).all()
+
+
+def test_fused_plain_sgd_folds_the_scale_into_the_lr_and_restores_it() -> None:
+    net = make_net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, fused=True)
+    wrapped = ClippedOptimizer(opt, make_clipper("norm", max_norm=0.01))
+    backward(net, 0)
+    raw = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+    before = params_of(net)
+    stats = wrapped.step()
+    assert bool(stats.clipped)
+    assert opt.param_groups[0]["lr"] == 0.1 and isinstance(opt.param_groups[0]["lr"], float)
+    assert all_equal([p.grad for p in net.parameters() if p.grad is not None], raw)
+    for b, a, g in zip(before, params_of(net), raw, strict=True):
+        torch.testing.assert_close(b - a, 0.1 * float(stats.scale) * g)

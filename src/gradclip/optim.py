@@ -12,6 +12,11 @@ global-scale clipper therefore costs one norm pass: ``grad_scale = 1/scale``
 applies the clip inside the optimizer's own pass, and ``found_inf`` skips a
 non-finite step without reading anything on the host.
 
+**Fused plain SGD** (no momentum, no weight decay) needs not even that write:
+the scale is folded into a tensor learning rate, ``θ ← θ − (lr·s)·g``, so the
+clipped step reads each gradient twice (norm, update) and writes only the
+parameters; ``.grad`` keeps the unclipped gradient.
+
 **Other optimizers**: the clip is one foreach multiply (no sync). Skipping a
 step (``nonfinite="skip"``) needs **one host sync** per step, to decide in
 Python whether to call ``optimizer.step()``.
@@ -195,7 +200,8 @@ class ClippedOptimizer:
 
         if fused:
             defer = self.clipper.global_scale and self.clipper._writes
-            if defer:
+            saved_lrs = _fold_scale_into_lr(opt, stats.scale) if defer and not amp else None
+            if defer and saved_lrs is None:
                 opt.grad_scale = stats.scale.reciprocal().to(torch.float32)  # type: ignore[attr-defined]
             if can_skip and not amp:
                 opt.found_inf = (~stats.finite).to(torch.float32)  # type: ignore[attr-defined]
@@ -209,6 +215,8 @@ class ClippedOptimizer:
                 for attr in ("grad_scale", "found_inf"):
                     if hasattr(opt, attr):
                         delattr(opt, attr)
+                for group, lr in zip(opt.param_groups, saved_lrs or [], strict=False):
+                    group["lr"] = lr
             if first_fix and not bool(stats.finite):  # one sync, first step only
                 for p in first_fix:
                     opt.state.get(p, {}).pop("momentum_buffer", None)
@@ -274,6 +282,23 @@ class ClippedOptimizer:
 
     def __repr__(self) -> str:
         return f"ClippedOptimizer({type(self.optimizer).__name__}, {self.clipper!r})"
+
+
+def _fold_scale_into_lr(opt: torch.optim.Optimizer, scale: Tensor) -> list[Any] | None:
+    """For fused plain SGD (no momentum, no weight decay) ``θ ← θ − lr·(s·g)`` equals
+    ``θ ← θ − (lr·s)·g``: give the kernel the tensor ``lr·s`` and it reads each gradient
+    once and writes nothing back (``grad_scale`` would write the scaled gradient to
+    ``.grad``). Returns the groups' learning rates to restore, or None when the rule
+    does not apply. ``.grad`` then keeps the unclipped gradient."""
+    if not isinstance(opt, torch.optim.SGD) or any(
+        g["momentum"] != 0 or g["weight_decay"] != 0 for g in opt.param_groups
+    ):
+        return None
+    saved = [g["lr"] for g in opt.param_groups]
+    for group, lr in zip(opt.param_groups, saved, strict=True):
+        base = lr if isinstance(lr, Tensor) else torch.tensor(lr, dtype=torch.float32)
+        group["lr"] = base.to(scale.device) * scale.to(torch.float32)
+    return saved
 
 
 def clipped_step(
