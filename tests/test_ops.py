@@ -492,6 +492,11 @@ def test_tensor_norms_in_input_order_match_reference(tensors, p):
         assert_close_or_both_nan(value, expected, rtol)
 
 
+def test_tensor_norms_tiny_tensor_beside_a_normal_one_does_not_underflow():
+    norms = gradclip.tensor_norms([torch.tensor(1.5410e-30), torch.tensor(-0.2934)])
+    assert norms[0].item() == pytest.approx(1.5410e-30, rel=1e-6)
+
+
 def test_tensor_norms_mixed_groups_keep_order_and_empty_tensors_are_zero():
     tensors = [torch.ones(4), torch.ones(9, dtype=torch.float64), torch.zeros(0), torch.ones(1)]
     norms = gradclip.tensor_norms(tensors)

@@ -177,9 +177,9 @@ def _per_tensor_norms_cpu(group: list[Tensor], p: float, dtype: torch.dtype) -> 
                 for t, big in zip(detached, is_large, strict=True)
             ]
         )
-        total = float(squares.sum())
-        if math.isfinite(total) and total >= tiny:  # then no square over- or underflowed
-            return squares.sqrt()
+        lo, hi = torch.aminmax(squares)  # NaN propagates and fails the test below
+        if float(lo) >= tiny and float(hi) < math.inf:
+            return squares.sqrt()  # no square over- or underflowed (or is 0)
         norms, tiny = squares.sqrt(), math.sqrt(tiny)
     else:
         norms = torch.stack([torch.linalg.vector_norm(t, p, dtype=out_dtype) for t in detached])
