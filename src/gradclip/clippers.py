@@ -59,6 +59,7 @@ from gradclip.ops import (
     _group_by_device_and_dtype,
     check_norm_type,
     check_threshold,
+    clamp_dense_,
     clip_by_value,
     global_norm,
     scale_,
@@ -427,20 +428,8 @@ class ValueClip(Clipper):
         if policy == "error":
             _raise_nonfinite(finite, norm, repr(self))
         v = self.clip_value
-        dense = [g for g in batch.grads if g.layout == torch.strided]
-        if policy == "skip":  # bounds of ±inf leave a non-finite step untouched, no sync
-            bound = torch.where(finite, v, math.inf)
-            for g in dense:
-                b = bound.to(g.device, g.dtype)
-                g.clamp_(min=-b, max=b)
-        else:
-            for (device, _), group in _group_by_device_and_dtype(dense).items():
-                if _foreach_ok(group, device):
-                    torch._foreach_clamp_min_(group, -v)
-                    torch._foreach_clamp_max_(group, v)
-                else:
-                    for g in group:
-                        g.clamp_(-v, v)
+        # Under "skip", bounds of ±inf leave a non-finite step untouched, with no sync.
+        clamp_dense_(batch.grads, torch.where(finite, v, math.inf) if policy == "skip" else v)
         for p, g in zip(batch.params, batch.grads, strict=True):
             if g.layout != torch.strided:
                 if p is None or policy == "skip":

@@ -608,16 +608,29 @@ def clip_grad_value_(
     """
     v = check_threshold(clip_value, "clip_value")
     params, grads = _grads_of(parameters)
-    for (device, _), group in _group_by_device_and_dtype(grads).items():
-        dense = [g for g in group if g.layout == torch.strided]
-        if not dense:
-            continue
-        if _use_foreach(dense, device, foreach) and not isinstance(v, Tensor):
-            torch._foreach_clamp_min_(dense, -v)
-            torch._foreach_clamp_max_(dense, v)
-        else:
-            for g in dense:
-                g.clamp_(min=-v, max=v)  # type: ignore[arg-type]
+    clamp_dense_(grads, v, foreach)
     for p in params:
         if p.grad is not None and p.grad.layout != torch.strided:
             p.grad = clip_by_value(p.grad, -v, v)
+
+
+def clamp_dense_(tensors: Iterable[Tensor], bound: Threshold, foreach: bool | None = None) -> None:
+    """Clamp every dense (strided) tensor in place to ``[-bound, bound]``, no sync.
+
+    One pair of fused ``_foreach_clamp_min_``/``_foreach_clamp_max_`` calls per
+    device and dtype for a numeric bound; a 0-d tensor bound (which torch's
+    foreach clamps do not take) is applied tensor by tensor. Sparse tensors are
+    left to the caller, who must coalesce them first.
+    """
+    dense = [t for t in tensors if t.layout == torch.strided]
+    for (device, dtype), group in _group_by_device_and_dtype(dense).items():
+        if isinstance(bound, Tensor):
+            b = bound.to(device, dtype)
+            for t in group:
+                t.clamp_(min=-b, max=b)
+        elif _use_foreach(group, device, foreach):
+            torch._foreach_clamp_min_(group, -bound)
+            torch._foreach_clamp_max_(group, bound)
+        else:
+            for t in group:
+                t.clamp_(min=-bound, max=bound)
