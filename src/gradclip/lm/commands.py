@@ -318,7 +318,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{torch.get_num_threads()} thread(s); run dir {run_dir}",
         flush=True,
     )
-    trainer = Trainer(
+    return _run_trainer(_make_trainer(cfg, model, optimizer, corpus, run_dir, common))
+
+
+def _make_trainer(
+    cfg: LMConfig,
+    model: PTBModel,
+    optimizer: Any,
+    corpus: Corpus,
+    run_dir: Path,
+    common: dict[str, Any],
+) -> Trainer:
+    return Trainer(
         cfg=cfg,
         model=model,
         optimizer=optimizer,
@@ -328,7 +339,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir=run_dir,
         **common,
     )
-    return _run_trainer(trainer)
 
 
 def _run_trainer(trainer: Trainer) -> int:
@@ -352,17 +362,7 @@ def _resume(args: argparse.Namespace, common: dict[str, Any]) -> int:
     blob = _load_checkpoint(run_dir, device)
     corpus = _load_run_corpus(info, cfg, vocab, None)
     model = PTBModel.from_config(cfg, corpus.vocab_size).to(device)
-    optimizer = make_optimizer(model, cfg)
-    trainer = Trainer(
-        cfg=cfg,
-        model=model,
-        optimizer=optimizer,
-        train_ids=corpus.train,
-        valid_ids=corpus.valid,
-        test_ids=corpus.test,
-        run_dir=run_dir,
-        **common,
-    )
+    trainer = _make_trainer(cfg, model, make_optimizer(model, cfg), corpus, run_dir, common)
     trainer.load_checkpoint(blob)
     if trainer.state.finished:
         print(
