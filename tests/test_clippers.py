@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -33,14 +32,7 @@ def fresh(name: str, **kw: object) -> Clipper:
     return make_clipper(name, **{**FAST[name], **kw})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors gain nothing from threads, and on a shared machine a 2-thread
-    parallel region can wait a whole time slice for its second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- references

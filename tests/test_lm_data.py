@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -23,7 +24,19 @@ from gradclip.lm.data import (
     tokenize,
 )
 
-PTB = Path("/work/shared/data/ptb")
+# The PTB files sit in ../shared beside the checkout (CI and the project's machines).
+PTB = next(
+    (
+        d
+        for d in (
+            Path(os.environ.get("GRADCLIP_PTB_DIR", "/nonexistent")),
+            Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb",
+            Path("/work/shared/data/ptb"),
+        )
+        if (d / "ptb.train.txt").exists()
+    ),
+    Path("/work/shared/data/ptb"),
+)
 
 
 @pytest.fixture(autouse=True)
