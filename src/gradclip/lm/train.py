@@ -169,12 +169,22 @@ def evaluate_stream(model: PTBModel, ids: Tensor, chunk: int = 100) -> float:
 
 # --------------------------------------------------------------------------- logging
 class MetricsLog:
-    """Per-step metrics kept as tensors and written to ``metrics.jsonl`` in blocks."""
+    """Per-step metrics kept as tensors and written to ``metrics.jsonl`` in blocks.
 
-    def __init__(self, path: Path | None, tb_writer: Any = None, flush_every: int = 200) -> None:
+    Every step goes to ``metrics.jsonl``; TensorBoard gets every ``tb_every``-th step
+    (six scalars cost about 0.3 ms a row, 0.7 % of a small-config step)."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        tb_writer: Any = None,
+        flush_every: int = 200,
+        tb_every: int = 10,
+    ) -> None:
         self.path = path
         self.tb = tb_writer
         self.flush_every = flush_every
+        self.tb_every = tb_every
         self.rows: list[tuple[int, int, float, tuple[Tensor, ...]]] = []
         self._fh: TextIO | None = None
         if path is not None:
@@ -199,7 +209,7 @@ class MetricsLog:
                 rec[name] = bool(v) if name == "clipped" else v
             rec["lr"] = lr
             lines.append(json.dumps(rec, allow_nan=True))
-            if self.tb is not None:
+            if self.tb is not None and step % self.tb_every == 0:
                 self.tb.add_scalar("train/loss", rec["loss"], step)
                 self.tb.add_scalar("train/grad_norm", rec["norm"], step)
                 self.tb.add_scalar("train/clipped_norm", rec["clipped_norm"], step)
