@@ -414,10 +414,7 @@ class ValueClip(Clipper):
         nonfinite: NonFinite = "propagate",
     ):
         super().__init__(norm_type=norm_type, nonfinite=nonfinite)
-        v = check_threshold(clip_value, "clip_value")
-        if isinstance(v, Tensor):
-            raise TypeError("clip_value must be a number")
-        self.clip_value = float(v)
+        self.clip_value = _number_threshold(clip_value, "clip_value")
 
     def _config(self) -> dict[str, Any]:
         return {"clip_value": self.clip_value, **super()._config()}
@@ -439,6 +436,14 @@ class ValueClip(Clipper):
                 p.grad = clip_by_value(g, -v, v)
         post = global_norm([g if p is None else p.grad for p, g in _pairs(batch)])
         return _local_stats(norm, finite, v, post.to(norm.dtype), post < norm)
+
+
+def _number_threshold(value: object, name: str) -> float:
+    """A non-negative, non-NaN number (these clippers keep their bound on the host)."""
+    checked = check_threshold(value, name)
+    if isinstance(checked, Tensor):
+        raise TypeError(f"{name} must be a number")
+    return float(checked)
 
 
 def _pairs(batch: _Batch) -> list[tuple[Tensor | None, Tensor]]:
@@ -474,10 +479,7 @@ class TensorNormClip(Clipper):
         nonfinite: NonFinite = "propagate",
     ):
         super().__init__(norm_type=norm_type, nonfinite=nonfinite)
-        c = check_threshold(max_norm, "max_norm")
-        if isinstance(c, Tensor):
-            raise TypeError("max_norm must be a number")
-        self.max_norm = float(c)
+        self.max_norm = _number_threshold(max_norm, "max_norm")
 
     def _config(self) -> dict[str, Any]:
         return {"max_norm": self.max_norm, **super()._config()}

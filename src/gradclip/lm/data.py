@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -213,21 +214,14 @@ def load_corpus(
     shas = {s: hashlib.sha256(raws[s]).hexdigest() for s in SPLITS}
     names = {s: str(files[s]) for s in SPLITS}
     key = _cache_key(shas, tokens, vocab_size)
+    meta: dict[str, Any] = {"files": names, "sha256": shas, "tokens": tokens}
     cache_file = cache_dir() / "lm" / f"{key}.pt"
     if use_cache and cache_file.is_file():
         try:
             blob = torch.load(cache_file, weights_only=True)
             if blob.get("version") == CACHE_VERSION and blob.get("key") == key:
-                return Corpus(
-                    vocab=list(blob["vocab"]),
-                    train=blob["train"],
-                    valid=blob["valid"],
-                    test=blob["test"],
-                    files=names,
-                    sha256=shas,
-                    tokens=tokens,
-                    from_cache=True,
-                )
+                train, valid, test = (blob[s] for s in SPLITS)
+                return Corpus(list(blob["vocab"]), train, valid, test, **meta, from_cache=True)
         except Exception:  # a corrupt cache entry is rebuilt below
             pass
     words: dict[str, list[str]] = {}
@@ -246,15 +240,7 @@ def load_corpus(
     vocab = build_vocab(counts, vocab_size, need_unk=held_out_oov)
     word_to_id = {w: i for i, w in enumerate(vocab)}
     ids = {s: _to_ids(words[s], word_to_id) for s in SPLITS}
-    corpus = Corpus(
-        vocab=vocab,
-        train=ids["train"],
-        valid=ids["valid"],
-        test=ids["test"],
-        files=names,
-        sha256=shas,
-        tokens=tokens,
-    )
+    corpus = Corpus(vocab, ids["train"], ids["valid"], ids["test"], **meta)
     if use_cache:
         buf = io.BytesIO()
         torch.save({"version": CACHE_VERSION, "key": key, "vocab": vocab, **ids}, buf)
