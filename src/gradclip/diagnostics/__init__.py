@@ -1,0 +1,37 @@
+"""Diagnostics: why recurrent gradients explode, and what clipping does about it.
+
+Application layer (it may use :mod:`gradclip.lm`; the core never imports it).
+Submodules are imported on first use, so ``import gradclip.diagnostics`` stays light:
+
+* :func:`temporal_profile` / :class:`TemporalProfile` (``diagnostics.profile``):
+  ``‖∂L_T/∂h_t‖`` going back in time, Jacobian-product norms, λ₁ vs 1/γ, a verdict;
+* :func:`cliff_loss`, :func:`cliff_surface`, :func:`descend` (``diagnostics.cliff``):
+  Pascanu's single-unit cliff;
+* :mod:`gradclip.diagnostics.tasks`: Pascanu's six long-range tasks;
+* :func:`write_report` (``diagnostics.report``): one self-contained HTML report.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "temporal_profile": "gradclip.diagnostics.profile",
+    "TemporalProfile": "gradclip.diagnostics.profile",
+    "RecurrentWeight": "gradclip.diagnostics.profile",
+    "cliff_loss": "gradclip.diagnostics.cliff",
+    "cliff_surface": "gradclip.diagnostics.cliff",
+    "descend": "gradclip.diagnostics.cliff",
+    "CliffSurface": "gradclip.diagnostics.cliff",
+    "CliffTrajectory": "gradclip.diagnostics.cliff",
+    "write_report": "gradclip.diagnostics.report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
