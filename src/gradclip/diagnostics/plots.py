@@ -1,0 +1,126 @@
+"""Shared matplotlib helpers: Agg figures, atomic PNG writes, base64 for HTML.
+
+matplotlib is imported inside the functions, so importing this module costs nothing
+and no display is ever needed (the Agg backend renders to memory).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from gradclip.diagnostics.profile import TemporalProfile
+
+__all__ = ["figure", "plot_profile", "png_bytes", "png_data_uri", "save", "write_atomic"]
+
+
+def figure(width: float = 6.4, height: float = 4.0, ncols: int = 1) -> tuple[Figure, Any]:
+    """A new Agg figure (no pyplot state) and its axes (an array when ``ncols > 1``).
+
+    Args:
+        width: inches.
+        height: inches.
+        ncols: side-by-side axes.
+
+    Returns:
+        ``(figure, axes)``.
+
+    Example:
+        >>> fig, ax = figure(2, 2)
+        >>> len(png_bytes(fig)) > 100
+        True
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(1, ncols)
+    return fig, axes
+
+
+def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    """Render ``fig`` to PNG bytes (Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def png_data_uri(fig: Figure, dpi: int = 110) -> str:
+    """``data:image/png;base64,…`` of ``fig``, for an ``<img src>`` with no network."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(fig, dpi)).decode("ascii")
+
+
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``,
+    so a reader never sees a half-written file.
+
+    Args:
+        path: destination; its folder must exist.
+        data: the bytes.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` as a PNG, atomically."""
+    return write_atomic(path, png_bytes(fig, dpi))
+
+
+def profile_axes(ax: Axes, profiles: Sequence[tuple[str, TemporalProfile]]) -> None:
+    """Draw ``‖∂L_T/∂h_{T−k}‖`` (solid) and ``‖∂h_T/∂h_{T−k}‖₂`` (dashed) on a log scale."""
+    for label, prof in profiles:
+        (line,) = ax.semilogy(
+            prof.steps_back, prof.grad_norms, "-", label=f"{label}: ‖∂L_T/∂h_t‖ ({prof.verdict})"
+        )
+        if prof.jacobian_norms is not None:
+            ax.semilogy(
+                prof.steps_back,
+                prof.jacobian_norms,
+                "--",
+                color=line.get_color(),
+                alpha=0.7,
+                label=f"{label}: ‖∏ ∂h_k/∂h_(k−1)‖₂",
+            )
+    ax.set_xlabel("steps back from T (k = T − t)")
+    ax.set_ylabel("norm (log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def plot_profile(profiles: Sequence[tuple[str, TemporalProfile]], path: str | Path) -> Path:
+    """Write the temporal profile(s) as a log-scale PNG.
+
+    Args:
+        profiles: ``(label, TemporalProfile)`` pairs.
+        path: the PNG to write (atomically).
+
+    Returns:
+        The path written.
+    """
+    fig, ax = figure(6.4, 4.0)
+    profile_axes(ax, profiles)
+    ax.set_title("How much of the last step's loss gradient reaches step t", fontsize=9)
+    return save(fig, path)
