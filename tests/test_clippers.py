@@ -221,11 +221,12 @@ def test_norm_unclipped_grads_are_bitwise_unchanged_and_agree_with_torch() -> No
 
 
 def test_norm_zero_threshold_and_zero_grads_give_no_nan() -> None:
+    # A numeric 0 is rejected (issue 8); a 0-d tensor threshold is taken unchecked.
     g = [torch.zeros(3)]
-    stats = make_clipper("norm", max_norm=0.0).clip(g)
+    stats = make_clipper("norm", max_norm=torch.tensor(0.0)).clip(g)
     assert float(stats.scale) == 1.0 and torch.equal(g[0], torch.zeros(3))
     g = [torch.ones(3)]
-    make_clipper("norm", max_norm=0.0).clip(g)
+    make_clipper("norm", max_norm=torch.tensor(0.0)).clip(g)
     assert torch.equal(g[0], torch.zeros(3))
 
 

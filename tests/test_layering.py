@@ -1,4 +1,4 @@
-"""The core (ops, clippers, optim, monitor) imports nothing from the application."""
+"""The core (ops, clippers, optim, monitor, distributed) imports nothing from the application."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gradclip"
-CORE = ("ops", "clippers", "optim", "monitor")
-APPLICATION = ("gradclip.lm", "gradclip.cli", "gradclip.demo")
+CORE = ("ops", "clippers", "optim", "monitor", "distributed")
+APPLICATION = ("gradclip.lm", "gradclip.diagnostics", "gradclip.cli")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -34,7 +34,10 @@ def core_files() -> list[Path]:
 
 
 def test_core_modules_exist():
-    assert (PACKAGE / "ops.py") in core_files()
+    files = core_files()
+    for package in ("ops", "clippers", "optim"):
+        assert (PACKAGE / package / "__init__.py") in files, package
+        assert not (PACKAGE / f"{package}.py").exists(), f"{package}.py beside {package}/"
 
 
 @pytest.mark.parametrize("path", core_files(), ids=lambda p: p.name)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import gradclip
 from gradclip import ops
+from gradclip.ops import norms as ops_norms
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 SCALES = [0.0, 1e-30, 1.0, 1e30, math.inf, math.nan]
@@ -471,9 +472,9 @@ def test_check_threshold_and_norm_type_messages():
 
 def test_per_tensor_norms_keep_input_order_across_kernels():
     """Large tensors take the BLAS path and small ones the fused call; order is kept."""
-    sizes = [ops._DOT_MIN_NUMEL, 3, ops._DOT_MIN_NUMEL * 2, 5, 1]
+    sizes = [ops_norms._DOT_MIN_NUMEL, 3, ops_norms._DOT_MIN_NUMEL * 2, 5, 1]
     tensors = [torch.full((n,), float(i + 1)) for i, n in enumerate(sizes)]
-    norms = ops._per_tensor_norms(tensors, 2.0, torch.device("cpu"), torch.float32)
+    norms = ops_norms._per_tensor_norms(tensors, 2.0, torch.device("cpu"), torch.float32)
     expected = torch.tensor([(i + 1) * math.sqrt(n) for i, n in enumerate(sizes)])
     torch.testing.assert_close(norms, expected)
 

@@ -8,8 +8,10 @@ from gradclip.clippers import (
     CLIPPER_NAMES,
     Clipper,
     ClipStats,
+    format_clipper_spec,
     make_clipper,
     make_clipper_from_spec,
+    parse_clipper_spec,
 )
 from gradclip.ops import (
     clip_by_global_norm,
@@ -21,7 +23,7 @@ from gradclip.ops import (
     scale_,
     tensor_norms,
 )
-from gradclip.optim import ClippedOptimizer, clipped_step
+from gradclip.optim import ClippedOptimizer, StepObservation, StepObserver, clipped_step
 
 __version__ = "0.1.0"
 
@@ -30,6 +32,8 @@ __all__ = [
     "ClipStats",
     "ClippedOptimizer",
     "Clipper",
+    "StepObservation",
+    "StepObserver",
     "__version__",
     "clip_by_global_norm",
     "clip_by_norm",
@@ -37,9 +41,11 @@ __all__ = [
     "clip_grad_norm_",
     "clip_grad_value_",
     "clipped_step",
+    "format_clipper_spec",
     "global_norm",
     "make_clipper",
     "make_clipper_from_spec",
+    "parse_clipper_spec",
     "scale_",
     "tensor_norms",
 ]

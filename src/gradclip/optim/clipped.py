@@ -1,40 +1,4 @@
-r"""Clip and step in one call, fused into torch's fused optimizers.
-
-:class:`ClippedOptimizer` wraps a ``torch.optim.Optimizer`` and a
-:class:`~gradclip.clippers.Clipper`; :func:`clipped_step` is the one-shot form.
-
-**Fused optimizers** (``SGD``/``Adam``/``AdamW`` with ``fused=True``): their
-kernels read two optional attributes, ``optimizer.grad_scale`` (every gradient
-is *divided* by it, and the divided gradient is written back to ``.grad``) and
-``optimizer.found_inf`` (1.0 skips the whole update: parameters, momentum
-buffers, Adam moments, and ``step`` counters stay as they were). A
-global-scale clipper therefore costs one norm pass: ``grad_scale = 1/scale``
-applies the clip inside the optimizer's own pass, and ``found_inf`` skips a
-non-finite step without reading anything on the host.
-
-**Fused plain SGD** (no momentum, no weight decay) needs not even that write:
-the scale is folded into a tensor learning rate, ``θ ← θ − (lr·s)·g``, so the
-clipped step reads each gradient twice (norm, update) and writes only the
-parameters; ``.grad`` keeps the unclipped gradient.
-
-**Other optimizers**: the clip is one foreach multiply (no sync). Skipping a
-step (``nonfinite="skip"``) needs **one host sync** per step, to decide in
-Python whether to call ``optimizer.step()``.
-
-**Fused SGD with momentum, first step skipped**: torch allocates the momentum
-buffers with ``empty_like`` before the kernel runs, so a skipped first step
-leaves uninitialised memory that the next step reads as momentum (this bites
-``GradScaler`` too). When a skip is possible, :class:`ClippedOptimizer`
-pre-fills the buffers with zeros for groups with ``dampening == 0`` (bit-exact:
-``0·μ + g = g``), and otherwise pays one host sync on the first step only to
-drop the buffers again if the step was skipped.
-
-**GradScaler**: pass ``scaler=`` to :meth:`ClippedOptimizer.step`. The
-gradients are unscaled **before** the norm is taken, so the threshold applies
-to true gradients, and the scaler then steps (and skips steps whose
-gradients overflowed, whatever the clipper's ``nonfinite`` policy: an
-overflow is the scaler's signal, so it is handled as ``"skip"``).
-"""
+"""The clipped optimizer step (see :mod:`gradclip.optim` for the paths and ``.grad``)."""
 
 from __future__ import annotations
 
@@ -45,47 +9,26 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.amp.grad_scaler import GradScaler, OptState
+from torch.utils.hooks import RemovableHandle
 
-from gradclip.clippers import ClipInput, Clipper, ClipStats
+from gradclip.clippers import ClipInput, ClipOutcome, Clipper, ClipStats, NonFinitePolicy
+from gradclip.clippers.base import ClipBatch, collect
+from gradclip.optim.fused import fold_scale_into_lr, is_fused, prepare_fused_sgd
+from gradclip.optim.observers import StepObservation, StepObserver
 
-__all__ = ["ClippedOptimizer", "clipped_step", "is_fused"]
-
-
-def is_fused(optimizer: torch.optim.Optimizer) -> bool:
-    """True when ``optimizer`` is a torch fused optimizer in every parameter group
-    (it then honours ``grad_scale`` and ``found_inf``).
-
-    Example:
-        >>> import torch
-        >>> from gradclip.optim import is_fused
-        >>> p = [torch.nn.Parameter(torch.zeros(1))]
-        >>> is_fused(torch.optim.Adam(p, fused=True)), is_fused(torch.optim.Adam(p))
-        (True, False)
-    """
-    return bool(getattr(optimizer, "_step_supports_amp_scaling", False)) and all(
-        bool(g.get("fused", False)) for g in optimizer.param_groups
-    )
+__all__ = ["ClippedOptimizer", "clipped_step"]
 
 
-def _named_params(optimizer: torch.optim.Optimizer) -> list[tuple[str, Tensor]] | list[Tensor]:
-    """Parameters with a gradient, with names when the optimizer was built from
+def _optimizer_params(
+    optimizer: torch.optim.Optimizer, named: bool = True
+) -> list[tuple[str, Tensor]] | list[Tensor]:
+    """All parameters of ``optimizer``, with names when it was built from
     ``named_parameters()`` (torch stores them as ``param_names``)."""
-    params: list[Tensor] = []
-    names: list[str] = []
-    named = True
-    for group in optimizer.param_groups:
-        group_names = group.get("param_names")
-        if group_names is None:
-            named = False
-        for i, p in enumerate(group["params"]):
-            if p.grad is None:
-                continue
-            params.append(p)
-            if group_names is not None:
-                names.append(group_names[i])
-    if named:
-        return list(zip(names, params, strict=True))
-    return params
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if not named or any(g.get("param_names") is None for g in optimizer.param_groups):
+        return params
+    names = [n for g in optimizer.param_groups for n in g["param_names"]]
+    return list(zip(names, params, strict=True))
 
 
 class ClippedOptimizer:
@@ -131,6 +74,7 @@ class ClippedOptimizer:
         self._steps = 0
         self._clipped = torch.zeros((), dtype=torch.int64)
         self._skipped = torch.zeros((), dtype=torch.int64)
+        self._observers: collections.OrderedDict[int, StepObserver] = collections.OrderedDict()
 
     # ---- optimizer facade
     @property
@@ -177,11 +121,32 @@ class ClippedOptimizer:
         ``scaler``: a ``torch.amp.GradScaler`` whose ``scale(loss).backward()``
         produced the gradients; it is unscaled here (unless already) and
         stepped; call ``scaler.update()`` afterwards as usual.
+
+        Args:
+            closure: re-evaluates the loss (optional).
+            scaler: the ``GradScaler`` of this step (optional).
+
+        Returns:
+            This step's :class:`~gradclip.clippers.ClipStats`.
         """
         if closure is not None:
             with torch.enable_grad():
                 closure()
         return self._step(None, scaler)
+
+    def add_observer(self, observer: StepObserver) -> RemovableHandle:
+        """Call ``observer.before_step(obs)`` and ``observer.after_step(obs)`` every step.
+
+        Args:
+            observer: a :class:`~gradclip.optim.observers.StepObserver` (or any
+                object with both methods).
+
+        Returns:
+            A handle whose ``remove()`` detaches the observer.
+        """
+        handle = RemovableHandle(self._observers)
+        self._observers[handle.id] = observer
+        return handle
 
     def _step(self, parameters: ClipInput | None, scaler: GradScaler | None) -> ClipStats:
         opt = self.optimizer
@@ -190,20 +155,24 @@ class ClippedOptimizer:
             assert scaler is not None
             if scaler._per_optimizer_states[id(opt)]["stage"] is not OptState.UNSCALED:
                 scaler.unscale_(opt)
-        policy = "skip" if amp else self.clipper.nonfinite
-        can_skip = policy == "skip"
+        policy = NonFinitePolicy.of("skip") if amp else self.clipper.policy
         fused = is_fused(opt)
-        first_fix = self._prepare_fused_sgd(can_skip) if fused else []
+        first_fix = prepare_fused_sgd(opt, policy.skips) if fused else []
 
-        params = _named_params(opt) if parameters is None else parameters
-        stats = self.clipper.clip(params, defer_scale=fused, nonfinite=policy)
+        batch = collect(_optimizer_params(opt) if parameters is None else parameters)
+        outcome = self.clipper.clip_collected(batch, defer_scale=fused, nonfinite=policy.mode)
+        stats = outcome.stats
+        obs = self._observe(batch, outcome) if self._observers else None
+        if obs is not None:
+            for observer in list(self._observers.values()):
+                observer.before_step(obs)
 
         if fused:
-            defer = self.clipper.global_scale and self.clipper._writes
-            saved_lrs = _fold_scale_into_lr(opt, stats.scale) if defer and not amp else None
+            defer = self.clipper.global_scale and self.clipper.writes
+            saved_lrs = fold_scale_into_lr(opt, stats.scale) if defer and not amp else None
             if defer and saved_lrs is None:
                 opt.grad_scale = stats.scale.reciprocal().to(torch.float32)  # type: ignore[attr-defined]
-            if can_skip and not amp:
+            if policy.skips and not amp:
                 opt.found_inf = (~stats.finite).to(torch.float32)  # type: ignore[attr-defined]
             try:
                 if amp:
@@ -223,40 +192,34 @@ class ClippedOptimizer:
         elif amp:
             assert scaler is not None
             scaler.step(opt)  # the scaler syncs on its own inf check
-        elif not can_skip or bool(stats.finite):  # the one host sync of "skip"
+        elif policy.should_step(stats.finite):  # the one host sync of "skip"
             opt.step()
 
         self._steps += 1
         self._clipped = self._clipped.to(stats.clipped.device) + stats.clipped.to(torch.int64)
-        if can_skip:
+        if policy.skips:
             self._skipped = self._skipped.to(stats.finite.device) + (~stats.finite).to(torch.int64)
         self.last_stats = stats
         self.history.append(stats)
+        if obs is not None:
+            for observer in list(self._observers.values()):
+                observer.after_step(obs)
         return stats
 
-    def _prepare_fused_sgd(self, can_skip: bool) -> list[Tensor]:
-        """Work around fused SGD's uninitialised momentum after a skipped first step.
-
-        Returns the parameters whose new buffers must be dropped again if this
-        step turns out skipped (groups with ``dampening != 0``; costs one sync)."""
-        opt = self.optimizer
-        if not can_skip or not isinstance(opt, torch.optim.SGD):
-            return []
-        watch: list[Tensor] = []
-        for group in opt.param_groups:
-            if group["momentum"] == 0:
-                continue
-            params = [p for p in group["params"] if p.grad is not None]
-            if any("momentum_buffer" in opt.state.get(p, {}) for p in params):
-                continue  # not the group's first step
-            if group["dampening"] == 0:
-                for p in params:  # 0·μ + (1-0)·g == g: torch's first step, bit for bit
-                    opt.state[p]["momentum_buffer"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
-                    )
-            else:
-                watch.extend(params)
-        return watch
+    def _observe(self, batch: ClipBatch, outcome: ClipOutcome) -> StepObservation:
+        position = {id(p): i for i, p in enumerate(_optimizer_params(self.optimizer, named=False))}
+        names = tuple(
+            name if name is not None else f"param{position.get(id(p), k)}"
+            for k, (name, p) in enumerate(zip(batch.names, batch.params, strict=True))
+        )
+        return StepObservation(
+            step=self._steps,
+            names=names,
+            params=tuple(batch.params),
+            grads=tuple(batch.grads),
+            tensor_norms=outcome.tensor_norms(),
+            stats=outcome.stats,
+        )
 
     # ---- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -284,23 +247,6 @@ class ClippedOptimizer:
         return f"ClippedOptimizer({type(self.optimizer).__name__}, {self.clipper!r})"
 
 
-def _fold_scale_into_lr(opt: torch.optim.Optimizer, scale: Tensor) -> list[Any] | None:
-    """For fused plain SGD (no momentum, no weight decay) ``θ ← θ − lr·(s·g)`` equals
-    ``θ ← θ − (lr·s)·g``: give the kernel the tensor ``lr·s`` and it reads each gradient
-    once and writes nothing back (``grad_scale`` would write the scaled gradient to
-    ``.grad``). Returns the groups' learning rates to restore, or None when the rule
-    does not apply. ``.grad`` then keeps the unclipped gradient."""
-    if not isinstance(opt, torch.optim.SGD) or any(
-        g["momentum"] != 0 or g["weight_decay"] != 0 for g in opt.param_groups
-    ):
-        return None
-    saved = [g["lr"] for g in opt.param_groups]
-    for group, lr in zip(opt.param_groups, saved, strict=True):
-        base = lr if isinstance(lr, Tensor) else torch.tensor(lr, dtype=torch.float32)
-        group["lr"] = base.to(scale.device) * scale.to(torch.float32)
-    return saved
-
-
 def clipped_step(
     optimizer: torch.optim.Optimizer,
     clipper: Clipper,
@@ -314,6 +260,15 @@ def clipped_step(
     and ``GradScaler`` handling); ``parameters`` is ignored unless given, in
     which case it must be the optimizer's own parameters (e.g. with names for
     AGC's ``exclude``).
+
+    Args:
+        optimizer: the optimizer to step.
+        clipper: the clipper to clip with.
+        parameters: the optimizer's parameters (optional, e.g. named).
+        scaler: a ``GradScaler`` (optional).
+
+    Returns:
+        The step's :class:`~gradclip.clippers.ClipStats`.
 
     Example:
         >>> import torch

@@ -1,0 +1,387 @@
+r"""The clipper protocol: :class:`Clipper`, :class:`ClipStats`, input collection,
+and :class:`NonFinitePolicy`, the one place where non-finite norms are handled.
+
+Non-finite gradients: every clipper takes ``nonfinite=``
+
+* ``"propagate"`` (default): no guard, TensorFlow semantics: a method that
+  scales by a norm-derived factor produces NaN (TensorFlow's error signal);
+  ``value`` clamps like ``tf.clip_by_value`` (NaN stays NaN). Statistics are
+  never updated with the non-finite norm.
+* ``"error"``: raise :class:`FloatingPointError` before anything is touched
+  (one host sync per call, the price of the check).
+* ``"skip"``: gradients and statistics are left untouched and ``stats.finite``
+  is False; :class:`gradclip.optim.ClippedOptimizer` then suppresses the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypeAlias, cast
+
+import torch
+from torch import Tensor
+
+from gradclip.clippers.options import NONFINITE_POLICIES, NonFinite, Option, validate_options
+from gradclip.ops import scale_
+from gradclip.ops.checks import warn_if_nothing_to_clip
+from gradclip.ops.norms import norms_and_total
+
+__all__ = [
+    "ClipBatch",
+    "ClipInput",
+    "ClipOutcome",
+    "ClipStats",
+    "Clipper",
+    "NonFinitePolicy",
+    "collect",
+]
+
+#: What ``clip`` accepts: a tensor, an iterable of parameters / gradients, or of
+#: ``(name, parameter)`` pairs as ``module.named_parameters()`` yields them.
+ClipInput: TypeAlias = Tensor | Iterable[Tensor | tuple[str, Tensor] | None]
+STATE_DTYPE = torch.float32
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipStats:
+    """What one clip did. Every field is a 0-d tensor on the gradients' device.
+
+    * ``norm``: pre-clip global norm ``n`` (order ``norm_type``);
+    * ``threshold``: the threshold in force (see each clipper for its meaning);
+    * ``scale``: the factor applied to the gradients (the effective global
+      factor ``clipped_norm / norm`` for per-tensor methods);
+    * ``clipped_norm``: the global norm after clipping;
+    * ``clipped`` (bool): whether anything was clipped;
+    * ``finite`` (bool): whether ``norm`` was finite.
+
+    Reading a field on the host (``float(stats.norm)``) syncs; :meth:`to_dict`
+    does it for all fields at once, for logging.
+
+    Example:
+        >>> import torch
+        >>> from gradclip import make_clipper
+        >>> g = [torch.tensor([3.0, 4.0])]
+        >>> make_clipper("norm", max_norm=1.0).clip(g).to_dict()  # doctest: +NORMALIZE_WHITESPACE
+        {'norm': 5.0, 'threshold': 1.0, 'scale': 0.2, 'clipped_norm': 1.0,
+         'clipped': True, 'finite': True}
+    """
+
+    norm: Tensor
+    threshold: Tensor
+    scale: Tensor
+    clipped_norm: Tensor
+    clipped: Tensor
+    finite: Tensor
+
+    def to_dict(self) -> dict[str, float | bool]:
+        """All fields as Python numbers (one host sync).
+
+        Returns:
+            ``{field: value}``; floats rounded to 7 significant digits, flags as bools.
+        """
+        values = torch.stack(
+            [getattr(self, f.name).detach().to(torch.float64).cpu() for f in _FIELDS]
+        ).tolist()
+        out: dict[str, float | bool] = {}
+        for f, v in zip(_FIELDS, values, strict=True):
+            out[f.name] = bool(v) if f.name in ("clipped", "finite") else float(f"{v:.7g}")
+        return out
+
+
+_FIELDS = dataclasses.fields(ClipStats)
+
+
+# --------------------------------------------------------------------------- inputs
+@dataclasses.dataclass
+class ClipBatch:
+    """The gradients of one clip, materialised once."""
+
+    params: list[Tensor | None]  # None where a bare gradient was given
+    grads: list[Tensor]
+    names: list[str | None]
+
+
+def collect(parameters: ClipInput) -> ClipBatch:
+    """Materialise the input once: parameters (their ``.grad``), bare gradients,
+    or ``(name, parameter)`` pairs. Parameters without a gradient are skipped.
+
+    A tensor that requires grad is a parameter; any other tensor is a bare
+    gradient. Warns when the clip would silently do nothing: an empty input
+    (an exhausted generator) or parameters none of which has a ``.grad``.
+
+    Args:
+        parameters: see :data:`ClipInput`.
+
+    Returns:
+        A :class:`ClipBatch`.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(1)); w.grad = torch.ones(1)
+        >>> collect([("w", w), torch.ones(2)]).names
+        ['w', None]
+    """
+    items: Iterable[Any] = [parameters] if isinstance(parameters, Tensor) else parameters
+    batch = ClipBatch([], [], [])
+    given, params_only = 0, True
+    for item in items:
+        name: str | None = None
+        if isinstance(item, tuple):
+            if len(item) != 2 or not isinstance(item[0], str):
+                raise TypeError(f"expected (name, parameter) pairs, got {item!r:.80}")
+            name, item = item
+        if item is None:
+            continue
+        if not isinstance(item, Tensor):
+            raise TypeError(f"expected Tensors, got {type(item).__name__}")
+        given += 1
+        if isinstance(item, torch.nn.Parameter) or item.requires_grad:
+            if item.grad is None:
+                continue
+            batch.params.append(item)
+            batch.grads.append(item.grad)
+        else:
+            params_only = False
+            batch.params.append(None)
+            batch.grads.append(item)
+        batch.names.append(name)
+    warn_if_nothing_to_clip(given, len(batch.grads), params_only)
+    return batch
+
+
+# --------------------------------------------------------------------------- non-finite
+@dataclasses.dataclass(frozen=True)
+class NonFinitePolicy:
+    """What to do when the norm is not finite; the one helper every clipper and
+    :class:`~gradclip.optim.ClippedOptimizer` use (see the module docstring).
+
+    Example:
+        >>> policy = NonFinitePolicy.of("skip")
+        >>> policy.guard(torch.tensor([0.5]), torch.tensor([math.inf]), torch.tensor(False))
+        tensor([1.])
+    """
+
+    mode: NonFinite
+
+    @classmethod
+    def of(cls, mode: object) -> NonFinitePolicy:
+        """Validate ``mode`` (``"propagate"``, ``"error"`` or ``"skip"``)."""
+        if mode not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {mode!r}")
+        return cls(cast(NonFinite, mode))
+
+    @property
+    def skips(self) -> bool:
+        """True under ``"skip"``: the optimizer step must be suppressed."""
+        return self.mode == "skip"
+
+    def check(self, finite: Tensor, norm: Tensor, who: str) -> None:
+        """Under ``"error"``, raise ``FloatingPointError`` (one host sync) if not ``finite``."""
+        if self.mode == "error" and not bool(finite):
+            raise FloatingPointError(
+                f"{who}: the gradient norm is {float(norm)}; gradients were left untouched. "
+                "Use nonfinite='skip' to skip such steps or 'propagate' to let NaN through."
+            )
+
+    def poison(self, value: Tensor, norm: Tensor) -> Tensor:
+        """Under ``"propagate"``, ``value + (n − n)``: NaN where ``norm`` is inf or NaN
+        (TensorFlow's error signal); ``value`` otherwise."""
+        return value + (norm - norm) if self.mode == "propagate" else value
+
+    def guard(self, factor: Tensor, norms: Tensor, finite: Tensor) -> Tensor:
+        """The scale factor to apply: poisoned under ``"propagate"``, 1 (untouched)
+        under ``"skip"`` when not ``finite``, as is under ``"error"``."""
+        if self.skips:
+            return torch.where(finite.to(factor.device), factor, 1.0)
+        return self.poison(factor, norms)
+
+    def should_step(self, finite: Tensor) -> bool:
+        """Whether to call an unfused ``optimizer.step()`` (the one host sync of ``"skip"``)."""
+        return not self.skips or bool(finite)
+
+
+# --------------------------------------------------------------------------- base
+@dataclasses.dataclass(frozen=True)
+class ClipOutcome:
+    """A clip's statistics and the per-tensor pre-clip norms it computed on the way."""
+
+    stats: ClipStats
+    _norms: Tensor | Callable[[], Tensor] | None = None
+
+    def tensor_norms(self) -> Tensor | None:
+        """1-d per-tensor pre-clip norms in input order (built on demand), or None."""
+        return self._norms() if callable(self._norms) else self._norms
+
+
+def _empty_stats() -> ClipStats:
+    zero, inf = torch.zeros(()), torch.full((), math.inf)
+    true, false = torch.ones((), dtype=torch.bool), torch.zeros((), dtype=torch.bool)
+    return ClipStats(zero, inf, torch.ones(()), zero, false, true)
+
+
+class Clipper:
+    """Base class and protocol of all clippers.
+
+    Subclasses set ``name``, declare ``options`` (see
+    :mod:`~gradclip.clippers.options`; the constructor binds and validates them
+    and stores each as an attribute), and define either the threshold rule
+    (global-scale clippers, :meth:`_threshold`) or a whole in-place clip
+    (per-tensor ones, :meth:`_clip_local`). ``state_dict()`` returns
+    ``{"name", "config", "state"}``; ``state`` holds tensors only.
+    Python-side configuration is not restored by :meth:`load_state_dict`
+    (build the clipper with the same options).
+    """
+
+    name: ClassVar[str] = ""
+    options: ClassVar[tuple[Option, ...]] = ()
+    #: True when the whole clip is one multiply of every gradient by ``stats.scale``.
+    global_scale: ClassVar[bool] = True
+    #: True when ``clip`` needs parameters (not bare gradients).
+    needs_params: ClassVar[bool] = False
+    #: False when the clipper never changes the gradients (``none``).
+    writes: ClassVar[bool] = True
+    nonfinite: NonFinite
+    norm_type: float
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        for key, value in validate_options(self.name, self.options, args, options).items():
+            setattr(self, key, value)
+        self.norm_type = getattr(self, "norm_type", 2.0)
+
+    @property
+    def policy(self) -> NonFinitePolicy:
+        """The :class:`NonFinitePolicy` of ``nonfinite``."""
+        return NonFinitePolicy(self.nonfinite)
+
+    # ---- public protocol
+    def clip(
+        self,
+        parameters: ClipInput,
+        *,
+        defer_scale: bool = False,
+        nonfinite: NonFinite | None = None,
+    ) -> ClipStats:
+        """Clip the gradients of ``parameters`` in place.
+
+        Args:
+            parameters: parameters (their ``.grad`` is used, ``None`` skipped),
+                bare gradient tensors, or ``(name, parameter)`` pairs.
+            defer_scale: make a global-scale clipper leave the gradients
+                unchanged: the caller must then multiply them by ``stats.scale``
+                (a fused optimizer does it for free).
+            nonfinite: overrides the policy for this call.
+
+        Returns:
+            This clip's :class:`ClipStats`.
+        """
+        return self.clip_collected(
+            collect(parameters), defer_scale=defer_scale, nonfinite=nonfinite
+        ).stats
+
+    def clip_collected(
+        self, batch: ClipBatch, *, defer_scale: bool = False, nonfinite: NonFinite | None = None
+    ) -> ClipOutcome:
+        """:meth:`clip` on an already :func:`collect`-ed batch, keeping the
+        per-tensor norms the clip computed (for observers: no second pass).
+
+        Args:
+            batch: from :func:`collect`.
+            defer_scale: as in :meth:`clip`.
+            nonfinite: as in :meth:`clip`.
+
+        Returns:
+            A :class:`ClipOutcome`.
+        """
+        policy = self.policy if nonfinite is None else NonFinitePolicy.of(nonfinite)
+        if self.needs_params and any(p is None for p in batch.params):
+            raise TypeError(f"{self.name} needs parameters (with .grad), not bare gradients")
+        if not batch.grads:
+            return ClipOutcome(_empty_stats(), torch.zeros(0))
+        self._to_device(batch.grads[0].device)
+        if not self.global_scale:
+            return self._clip_local(batch, policy)
+        norms, norm = norms_and_total(batch.grads, self.norm_type)
+        stats = self._clip_global(norm, policy)
+        if not defer_scale and self.writes:
+            scale_(batch.grads, stats.scale)
+        return ClipOutcome(stats, norms)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Returns: ``{"name": ..., "config": {...}, "state": {name: tensor}}`` (tensors cloned)."""
+        return {
+            "name": self.name,
+            "config": self._config(),
+            "state": {k: v.detach().clone() for k, v in self._state().items()},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the statistics saved by :meth:`state_dict` (bit for bit).
+
+        Args:
+            state_dict: from :meth:`state_dict` of a clipper built with the same options.
+        """
+        if state_dict.get("name") != self.name:
+            raise ValueError(
+                f"state_dict is for clipper {state_dict.get('name')!r}, not {self.name!r}"
+            )
+        mine = self._state()
+        saved = state_dict.get("state", {})
+        if set(saved) != set(mine):
+            raise ValueError(f"{self.name}: state keys {sorted(saved)} != {sorted(mine)}")
+        for k, v in saved.items():
+            if tuple(v.shape) != tuple(mine[k].shape):
+                raise ValueError(
+                    f"{self.name}: state {k!r} has shape {tuple(v.shape)}, "
+                    f"expected {tuple(mine[k].shape)} (was the clipper built with other options?)"
+                )
+            mine[k].copy_(v)
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
+        return f"{type(self).__name__}({opts})"
+
+    # ---- hooks
+    def _config(self) -> dict[str, Any]:
+        return {o.name: getattr(self, o.name) for o in self.options}
+
+    def _state(self) -> dict[str, Tensor]:
+        """The statistics, as live tensors (mutated in place by ``load_state_dict``)."""
+        return {}
+
+    def _to_device(self, device: torch.device) -> None:
+        for name, t in self._state().items():
+            if t.device != device:
+                setattr(self, "_" + name, t.to(device))
+
+    def _threshold(self, norm: Tensor, finite: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(threshold, target)`` and update the statistics where ``finite``.
+
+        The norm is clipped when ``norm > threshold``, and then to ``target``.
+        """
+        raise NotImplementedError
+
+    def _clip_local(self, batch: ClipBatch, policy: NonFinitePolicy) -> ClipOutcome:
+        raise NotImplementedError
+
+    def _clip_global(self, norm: Tensor, policy: NonFinitePolicy) -> ClipStats:
+        finite = torch.isfinite(norm)
+        policy.check(finite, norm, repr(self))
+        thr, target = self._threshold(norm, finite)
+        thr, target = thr.to(norm.dtype), target.to(norm.dtype)
+        clipped = finite & (norm > thr)
+        scale = torch.where(clipped, target / torch.where(clipped, norm, 1.0), 1.0)
+        clipped_norm = torch.where(clipped, target, norm)
+        if self.writes and policy.mode == "propagate":
+            scale, clipped_norm = policy.poison(scale, norm), policy.poison(clipped_norm, norm)
+        return ClipStats(norm, thr, scale, clipped_norm, clipped, finite)
+
+
+def local_stats(
+    norm: Tensor, finite: Tensor, threshold: float, clipped_norm: Tensor, clipped: Tensor
+) -> ClipStats:
+    """:class:`ClipStats` of a per-tensor clip, from its global norms before and after."""
+    scale = torch.where(norm > 0, clipped_norm / torch.where(norm > 0, norm, 1.0), 1.0)
+    thr = torch.full((), threshold, dtype=norm.dtype, device=norm.device)
+    return ClipStats(norm, thr, scale, clipped_norm, finite & clipped, finite)
