@@ -27,7 +27,7 @@ def test_demo_runs_and_clipping_beats_no_clipping(capsys):
 
 
 def test_cliff_clipped_descent_reaches_a_lower_loss():
-    from gradclip.demo import descend_cliff
+    from gradclip.diagnostics.demo import descend_cliff
 
     plain = descend_cliff(6.0, -3.0, 0.5, 300, None)
     clipped = descend_cliff(6.0, -3.0, 0.5, 300, 1.0)
@@ -36,7 +36,7 @@ def test_cliff_clipped_descent_reaches_a_lower_loss():
 
 
 def test_temporal_profile_vanishes_below_gain_one():
-    from gradclip.demo import temporal_profile
+    from gradclip.diagnostics.demo import temporal_profile
 
     vanish = temporal_profile(0.9, 16, 40, seed=0)
     explode = temporal_profile(1.3, 16, 40, seed=0)

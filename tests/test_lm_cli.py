@@ -284,14 +284,9 @@ def test_cuda_step_loop_has_no_host_sync(tmp_path):
     from gradclip.lm.config import load_config
     from gradclip.lm.data import Batches
     from gradclip.lm.model import PTBModel
-    from gradclip.lm.train import (
-        MetricsLog,
-        StopFlag,
-        Trainer,
-        _EpochSink,
-        make_optimizer,
-        train_steps,
-    )
+    from gradclip.lm.reporting import MetricsLog
+    from gradclip.lm.session import make_optimizer
+    from gradclip.lm.train import train_step
 
     cfg, _ = load_config("test")
     dev = torch.device("cuda")
@@ -299,17 +294,23 @@ def test_cuda_step_loop_has_no_host_sync(tmp_path):
     opt = make_optimizer(model, cfg)
     ids = torch.randint(0, 50, (2000,))
     batches = Batches(ids, cfg.batch_size, cfg.num_steps).to(dev)
-    trainer = Trainer(cfg, model, opt, ids, ids, ids, tmp_path, dev, progress=False)
-    trainer._epoch_cost = torch.zeros((), device=dev)
-    trainer._epoch_clipped = torch.zeros((), device=dev)
     metrics = MetricsLog(tmp_path / "m.jsonl", None, flush_every=10**6)
-    sink = _EpochSink(trainer, metrics, None, 0, 1.0, 0.0, StopFlag(), False)
+    cost = torch.zeros((), device=dev)
     state = model.init_state(cfg.batch_size)
-    train_steps(model, batches, opt, state, range(3), sink)  # warm-up (lazy init may sync)
+
+    def steps(r):
+        nonlocal state, cost
+        for i in r:
+            loss, stats, state = train_step(model, opt, *batches[i], state)
+            cost += loss
+            values = (loss, stats.norm, stats.clipped_norm, stats.threshold, stats.clipped)
+            metrics.add(i + 1, 0, 1.0, values)
+
+    steps(range(3))  # warm-up (lazy init may sync)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        train_steps(model, batches, opt, state, range(3, 40), sink)
+        steps(range(3, 40))
     finally:
         torch.cuda.set_sync_debug_mode(0)
     metrics.close()

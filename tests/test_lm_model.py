@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradclip.lm.config import load_config
+from gradclip.lm.evaluation import evaluate, evaluate_stream
 from gradclip.lm.model import PTBModel, count_parameters, tf_cost
-from gradclip.lm.train import evaluate, evaluate_stream
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,10 @@
 """Training configurations: the TensorFlow PTB tutorial's four configs, TOML files, flags.
 
+Each field of :class:`LMConfig` is declared once, as a dataclass field whose
+type annotation is the value's type and whose metadata holds its help text
+(and extra flag spellings); the TOML reader and ``gradclip train``'s flags are
+derived from that declaration (:data:`FIELDS`).
+
 A config is resolved in three layers, later ones winning:
 
 1. a built-in config (``small``, ``medium``, ``large``, ``test``; the TOML files in
@@ -7,8 +12,8 @@ A config is resolved in three layers, later ones winning:
 2. the keys of that TOML file;
 3. command-line flags.
 
-Every value is checked, and a bad one raises :class:`ValueError` naming the key,
-the value and where it came from.
+Every value is checked, and a bad one raises :class:`ConfigError` (a
+:class:`~gradclip.errors.UserError`) naming the key, the value and where it came from.
 """
 
 from __future__ import annotations
@@ -17,153 +22,223 @@ import dataclasses
 import math
 import os
 import sys
-from dataclasses import dataclass, fields
+import typing
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Any
+
+from gradclip.clippers import parse_clipper_spec
+from gradclip.errors import UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+__all__ = [
+    "BUILTIN_CONFIGS",
+    "CELLS",
+    "FIELDS",
+    "ConfigError",
+    "LMConfig",
+    "clip_options",
+    "load_config",
+]
+
 BUILTIN_CONFIGS = ("small", "medium", "large", "test")
 CELLS = ("lstm", "gru", "rnn_tanh")
 
 
+class ConfigError(UserError):
+    """A config value, TOML file or config name that the user can fix."""
+
+
+def _f(help: str, *flags: str, default: Any = dataclasses.MISSING) -> Any:
+    """A config field: its help text and any extra flag spellings, declared once."""
+    return field(default=default, metadata={"help": help, "flags": flags})
+
+
 @dataclass(frozen=True)
 class LMConfig:
-    """One training recipe. The first twelve fields are the tutorial's, same names."""
+    """One training recipe. The first twelve fields are the tutorial's, same names.
 
-    init_scale: float
-    learning_rate: float
-    max_grad_norm: float
-    num_layers: int
-    num_steps: int
-    hidden_size: int
-    max_epoch: int
-    max_max_epoch: int
-    keep_prob: float
-    lr_decay: float
-    batch_size: int
-    vocab_size: int
-    #: Recurrent cell: ``lstm`` (the tutorial's), ``gru`` or ``rnn_tanh``.
-    cell: str = "lstm"
-    #: Clipper spec ``NAME[:key=value,...]`` for :func:`gradclip.make_clipper_from_spec`;
-    #: empty means ``norm`` at ``max_grad_norm`` (``tf.clip_by_global_norm``).
-    clip: str = ""
-    #: Seed for initialisation and dropout.
-    seed: int = 1
+    Example:
+        >>> from gradclip.lm.config import load_config
+        >>> cfg, sources = load_config("small", {"learning_rate": "0.5"})
+        >>> cfg.hidden_size, cfg.learning_rate, sources["learning_rate"]
+        (200, 0.5, '--learning-rate')
+    """
+
+    init_scale: float = _f("uniform init range ±X")
+    learning_rate: float = _f("initial SGD learning rate (TF scale)", "--lr")
+    max_grad_norm: float = _f("global-norm threshold of the default 'norm' clipper")
+    num_layers: int = _f("recurrent layers")
+    num_steps: int = _f("unroll length T (truncated BPTT)")
+    hidden_size: int = _f("hidden size = embedding size")
+    max_epoch: int = _f("epochs at the full learning rate")
+    max_max_epoch: int = _f("total epochs")
+    keep_prob: float = _f("dropout keep probability")
+    lr_decay: float = _f("learning-rate decay per epoch after max_epoch")
+    batch_size: int = _f("batch size B")
+    vocab_size: int = _f("vocabulary cap (the rest maps to <unk>)")
+    cell: str = _f(f"recurrent cell: {', '.join(CELLS)}", default="lstm")
+    clip: str = _f(
+        "clipper NAME[:key=value,...]; empty: norm at max_grad_norm (tf.clip_by_global_norm)",
+        default="",
+    )
+    seed: int = _f("random seed (initialisation and dropout)", default=1)
+    checkpoint_steps: int = _f("write a checkpoint every N steps (0: never)", default=1000)
+    checkpoint_minutes: float = _f(
+        "write a checkpoint every M minutes of training (0: never)", default=10.0
+    )
 
     def lr_at(self, epoch: int) -> float:
-        """Learning rate of 0-based ``epoch``: lr · lr_decay^max(epoch + 1 − max_epoch, 0)."""
+        """Learning rate of 0-based ``epoch``: lr · lr_decay^max(epoch + 1 − max_epoch, 0).
+
+        Args:
+            epoch: 0-based epoch index.
+
+        Returns:
+            The tutorial's learning rate for that epoch.
+        """
         return self.learning_rate * self.lr_decay ** max(epoch + 1 - self.max_epoch, 0)
 
     def to_toml(self) -> str:
-        """The config as a TOML document that :func:`load_config` reads back."""
+        """The config as a TOML document that :func:`load_config` reads back.
+
+        Returns:
+            TOML text with one ``key = value`` line per field.
+        """
         lines = ["# gradclip train: resolved configuration"]
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, str):
-                lines.append(f"{f.name} = {_toml_string(value)}")
-            elif isinstance(value, float):
-                lines.append(f"{f.name} = {value!r}")
+                escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+                lines.append(f'{f.name} = "{escaped}"')
             else:
-                lines.append(f"{f.name} = {value}")
+                lines.append(f"{f.name} = {value!r}")
         return "\n".join(lines) + "\n"
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (for checkpoints and summaries)."""
         return dataclasses.asdict(self)
 
 
-def _toml_string(s: str) -> str:
-    escaped = s.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
-
-
-_FIELD_TYPES: dict[str, type] = {
-    "init_scale": float,
-    "learning_rate": float,
-    "max_grad_norm": float,
-    "num_layers": int,
-    "num_steps": int,
-    "hidden_size": int,
-    "max_epoch": int,
-    "max_max_epoch": int,
-    "keep_prob": float,
-    "lr_decay": float,
-    "batch_size": int,
-    "vocab_size": int,
-    "cell": str,
-    "clip": str,
-    "seed": int,
+#: Field name → (type, help, flags); the one description of every config key.
+FIELDS: dict[str, tuple[type, str, tuple[str, ...]]] = {
+    f.name: (
+        typing.get_type_hints(LMConfig)[f.name],
+        f.metadata["help"],
+        ("--" + f.name.replace("_", "-"), *f.metadata["flags"]),
+    )
+    for f in fields(LMConfig)
 }
-FIELD_NAMES = tuple(_FIELD_TYPES)
+FIELD_NAMES = tuple(FIELDS)
 _REQUIRED = tuple(f.name for f in fields(LMConfig) if f.default is dataclasses.MISSING)
 
 
+def clip_options(cfg: LMConfig) -> tuple[str, dict[str, Any]]:
+    """The clipper of ``cfg``: its ``clip`` spec parsed by the spec grammar, with
+    ``max_grad_norm`` as the ``norm`` clipper's ``max_norm`` unless the spec sets it.
+
+    Args:
+        cfg: the config.
+
+    Returns:
+        ``(canonical clipper name, validated options)``.
+
+    Example:
+        >>> cfg, _ = load_config("small")
+        >>> clip_options(cfg)
+        ('norm', {'max_norm': 5.0})
+        >>> clip_options(dataclasses.replace(cfg, clip="autoclip:percentile=10"))
+        ('autoclip', {'percentile': 10.0})
+    """
+    try:
+        name, options = parse_clipper_spec(cfg.clip.strip() or "norm")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--clip {cfg.clip}: {exc}") from None
+    if name == "norm":
+        options = {"max_norm": cfg.max_grad_norm, **options}
+    return name, options
+
+
 def convert(name: str, value: object, source: str) -> Any:
-    """Convert ``value`` (a TOML value or a flag string) to the type of field ``name``."""
-    kind = _FIELD_TYPES[name]
+    """Convert ``value`` (a TOML value or a flag string) to the type of field ``name``.
+
+    Args:
+        name: the field name.
+        value: the raw value.
+        source: where it came from, for the error message.
+
+    Returns:
+        The value as the field's type.
+    """
+    kind = FIELDS[name][0]
     where = f"{name} (from {source})"
     if kind is str:
         if not isinstance(value, str):
-            raise ValueError(f"{where} must be a string, got {value!r}")
+            raise ConfigError(f"{where} must be a string, got {value!r}")
         return value
-    if isinstance(value, bool):
-        raise ValueError(f"{where} must be a number, got {value!r}")
-    if kind is int:
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
+    if not isinstance(value, bool):
+        if kind is int and isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str):
+        if isinstance(value, (int, str)) or (kind is float and isinstance(value, float)):
             try:
-                return int(value)
+                return kind(value)
             except ValueError:
                 pass
-        raise ValueError(f"{where} must be an integer, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise ValueError(f"{where} must be a number, got {value!r}")
+    rule = "an integer" if kind is int else "a number"
+    raise ConfigError(f"{where} must be {rule}, got {value!r}")
 
 
 def validate(cfg: LMConfig, sources: dict[str, str] | None = None) -> LMConfig:
-    """Check every value of ``cfg``; raise ValueError naming the first bad one."""
+    """Check every value of ``cfg``.
+
+    Args:
+        cfg: the config.
+        sources: where each value came from (named in the error).
+
+    Returns:
+        ``cfg`` itself; the first bad value raises :class:`ConfigError`.
+    """
     src = sources or {}
 
-    def bad(name: str, rule: str) -> ValueError:
+    def bad(name: str, rule: str) -> ConfigError:
         origin = f" (from {src[name]})" if name in src else ""
-        return ValueError(f"{name} must be {rule}, got {getattr(cfg, name)!r}{origin}")
+        return ConfigError(f"{name} must be {rule}, got {getattr(cfg, name)!r}{origin}")
 
-    for name in ("init_scale", "learning_rate", "max_grad_norm", "keep_prob", "lr_decay"):
+    floats = [n for n, (kind, _, _) in FIELDS.items() if kind is float]
+    for name in floats:
         if not math.isfinite(getattr(cfg, name)):
             raise bad(name, "finite")
-    if cfg.init_scale < 0:
-        raise bad("init_scale", "non-negative")
-    if cfg.learning_rate <= 0:
-        raise bad("learning_rate", "positive")
-    if cfg.max_grad_norm <= 0:
-        raise bad("max_grad_norm", "positive")
+    for name in ("learning_rate", "max_grad_norm", "lr_decay"):
+        if getattr(cfg, name) <= 0:
+            raise bad(name, "positive")
+    for name in ("init_scale", "checkpoint_minutes"):
+        if getattr(cfg, name) < 0:
+            raise bad(name, "non-negative")
     if not 0 < cfg.keep_prob <= 1:
         raise bad("keep_prob", "in (0, 1]")
-    if cfg.lr_decay <= 0:
-        raise bad("lr_decay", "positive")
     for name in ("num_layers", "num_steps", "hidden_size", "batch_size", "max_max_epoch"):
         if getattr(cfg, name) < 1:
             raise bad(name, "at least 1")
-    if cfg.max_epoch < 0:
-        raise bad("max_epoch", "non-negative")
+    for name in ("max_epoch", "seed", "checkpoint_steps"):
+        if getattr(cfg, name) < 0:
+            raise bad(name, "non-negative")
     if cfg.vocab_size < 2:
         raise bad("vocab_size", "at least 2")
     if cfg.cell not in CELLS:
         raise bad("cell", f"one of {', '.join(CELLS)}")
-    if cfg.seed < 0:
-        raise bad("seed", "non-negative")
+    name, options = clip_options(cfg)
+    if src.get("max_grad_norm", "").startswith("--") and (
+        name != "norm" or options["max_norm"] != cfg.max_grad_norm
+    ):
+        raise ConfigError(
+            f"--max-grad-norm sets the threshold of the default 'norm' clipper, but --clip "
+            f"{cfg.clip} {'sets max_norm itself' if name == 'norm' else f'names {name!r}'}; "
+            "give the threshold in one place"
+        )
     return cfg
 
 
@@ -171,13 +246,20 @@ def _read_toml(text: str, source: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{source}: invalid TOML: {exc}") from None
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
 
 
 def builtin_values(name: str) -> dict[str, Any]:
-    """The raw values of built-in config ``name``."""
+    """The raw values of built-in config ``name``.
+
+    Args:
+        name: one of :data:`BUILTIN_CONFIGS`.
+
+    Returns:
+        The TOML keys and values of that config.
+    """
     if name not in BUILTIN_CONFIGS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown config {name!r}: expected one of {', '.join(BUILTIN_CONFIGS)} "
             "or a path to a .toml file"
         )
@@ -185,56 +267,59 @@ def builtin_values(name: str) -> dict[str, Any]:
     return _read_toml(text, f"built-in config {name!r}")
 
 
+def _read_file(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: invalid UTF-8 at byte offset {exc.start}") from None
+    return _read_toml(text, path)
+
+
 def load_config(
     name_or_path: str, overrides: dict[str, object] | None = None
 ) -> tuple[LMConfig, dict[str, str]]:
     """Resolve a config: built-in name or TOML path, then ``overrides`` (flag values).
 
-    Returns the validated config and, for each field, where its value came from.
+    Args:
+        name_or_path: a built-in config name or a TOML file (which may set ``base``).
+        overrides: field name → flag value (``None`` values are ignored).
+
+    Returns:
+        The validated config and, for each field, where its value came from.
     """
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
+    layers: list[tuple[str, dict[str, Any]]] = []
     if name_or_path in BUILTIN_CONFIGS:
-        for k, v in builtin_values(name_or_path).items():
-            values[k] = convert(k, v, f"config {name_or_path!r}")
-            sources[k] = f"config {name_or_path!r}"
+        layers.append((f"config {name_or_path!r}", builtin_values(name_or_path)))
     elif name_or_path.endswith(".toml") or os.sep in name_or_path or os.path.exists(name_or_path):
-        path = name_or_path
-        if not os.path.isfile(path):
-            raise ValueError(f"config file not found: {path}")
-        with open(path, "rb") as fh:
-            raw = fh.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{path}: invalid UTF-8 at byte offset {exc.start}") from None
-        data = _read_toml(text, path)
+        data = _read_file(name_or_path)
         base = data.pop("base", None)
         if base is not None:
             if not isinstance(base, str):
-                raise ValueError(f"{path}: base must be a config name, got {base!r}")
-            for k, v in builtin_values(base).items():
-                values[k] = convert(k, v, f"config {base!r}")
-                sources[k] = f"config {base!r}"
-        for k, v in data.items():
-            if k not in _FIELD_TYPES:
-                raise ValueError(
-                    f"{path}: unknown key {k!r}; known keys: base, {', '.join(FIELD_NAMES)}"
+                raise ConfigError(f"{name_or_path}: base must be a config name, got {base!r}")
+            layers.append((f"config {base!r}", builtin_values(base)))
+        for k in data:
+            if k not in FIELDS:
+                raise ConfigError(
+                    f"{name_or_path}: unknown key {k!r}; known keys: base, {', '.join(FIELDS)}"
                 )
-            values[k] = convert(k, v, path)
-            sources[k] = path
+        layers.append((name_or_path, data))
     else:
         builtin_values(name_or_path)  # raises the "unknown config" error
-    for k, v in (overrides or {}).items():
-        if v is None:
-            continue
-        flag = "--" + k.replace("_", "-")
-        values[k] = convert(k, v, flag)
-        sources[k] = flag
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    layers.extend((FIELDS[k][2][0], {k: v}) for k, v in flags.items())
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, data in layers:
+        for k, v in data.items():
+            values[k] = convert(k, v, source)
+            sources[k] = source
     missing = [k for k in _REQUIRED if k not in values]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"config {name_or_path}: missing {', '.join(missing)} (set them or name a base config)"
         )
-    cfg = LMConfig(**values)
-    return validate(cfg, sources), sources
+    return validate(LMConfig(**values), sources), sources

@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import io
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +35,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradclip.errors import UserError
+from gradclip.lm.rundir import atomic_write_bytes
+
 EOS = "<eos>"
 UNK = "<unk>"
 SPLITS = ("train", "valid", "test")
@@ -43,7 +45,7 @@ TOKEN_MODES = ("word", "char")
 CACHE_VERSION = 1
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A problem with the input corpus that the user can fix."""
 
 
@@ -95,17 +97,6 @@ def find_files(data_dir: str | os.PathLike[str], prefix: str | None = None) -> d
         if path.stat().st_size == 0:
             raise DataError(f"{s} file is empty: {path}")
     return files
-
-
-def read_text(path: Path) -> str:
-    """The file as strict UTF-8; invalid bytes raise DataError naming path and offset."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}: invalid UTF-8 at byte offset {exc.start} ({exc.reason})"
-        ) from None
 
 
 def tokenize(text: str, tokens: str = "word") -> list[str]:
@@ -165,28 +156,6 @@ def cache_dir() -> Path:
     """``$GRADCLIP_CACHE_DIR`` or ``~/.cache/gradclip``."""
     env = os.environ.get("GRADCLIP_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "gradclip"
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` via a temp file beside it, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def _cache_key(shas: dict[str, str], tokens: str, vocab_size: int | None) -> str:
@@ -276,6 +245,21 @@ def check_epoch_size(split: str, num_tokens: int, batch_size: int, num_steps: in
             "decrease batch_size or num_steps"
         )
     return n
+
+
+def check_corpus(corpus: Corpus, batch_size: int, num_steps: int) -> None:
+    """Raise :class:`DataError` unless train and valid give at least one ``[B, T]``
+    batch and test holds at least 2 tokens.
+
+    Args:
+        corpus: the corpus.
+        batch_size: B.
+        num_steps: T.
+    """
+    check_epoch_size("train", corpus.train.numel(), batch_size, num_steps)
+    check_epoch_size("valid", corpus.valid.numel(), batch_size, num_steps)
+    if corpus.test.numel() < 2:
+        raise DataError(f"test split is too small: {corpus.test.numel()} token(s); need 2")
 
 
 class Batches:

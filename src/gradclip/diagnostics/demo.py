@@ -16,29 +16,11 @@ Three short experiments on the CPU, each a few seconds:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 import gradclip
-
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="show why RNN gradients explode and what clipping does (about 10 s on a CPU)",
-        description=__doc__.splitlines()[0] if __doc__ else None,
-    )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument(
-        "--steps", type=int, default=300, help="gradient-descent steps on the cliff (default: 300)"
-    )
-    parser.add_argument(
-        "--clip-norm", type=float, default=1.0, help="threshold for the clipped run (default: 1)"
-    )
-    parser.set_defaults(func=run)
 
 
 def temporal_profile(gain: float, hidden: int, steps: int, seed: int) -> list[float]:
@@ -95,16 +77,20 @@ def descend_cliff(w0: float, b0: float, lr: float, steps: int, clip_norm: float 
     return CliffRun(losses, norms, float(w.detach()), float(b.detach()))
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.steps <= 0:
-        raise ValueError(f"--steps must be positive, got {args.steps}")
-    gradclip.ops.check_threshold(args.clip_norm, "--clip-norm", allow_zero=False, allow_inf=False)
-    torch.manual_seed(args.seed)
+def run(seed: int = 0, steps: int = 300, clip_norm: float = 1.0) -> None:
+    """Print the three experiments (see the module docstring).
+
+    Args:
+        seed: random seed.
+        steps: gradient-descent steps on the cliff.
+        clip_norm: threshold of the clipped descent.
+    """
+    torch.manual_seed(seed)
 
     print("1. Backpropagation through time multiplies one Jacobian per step.")
     print("   ‖∂E_T/∂h_k‖ of a 32-unit tanh RNN, T = 60, for recurrent gains 0.9 and 1.3:\n")
     lags = [0, 10, 20, 30, 40, 50, 59]
-    profiles = {g: temporal_profile(g, 32, 60, args.seed) for g in (0.9, 1.3)}
+    profiles = {g: temporal_profile(g, 32, 60, seed) for g in (0.9, 1.3)}
     print("   steps back  " + "".join(f"{lag:>10d}" for lag in lags))
     for gain, profile in profiles.items():
         print(f"   gain {gain:<5}  " + "".join(f"{profile[lag]:>10.2g}" for lag in lags))
@@ -114,16 +100,14 @@ def run(args: argparse.Namespace) -> int:
     )
 
     print("\n2. The cliff (Pascanu et al. 2013, Fig. 6): x_t = w·σ(x_{t−1}) + b, target")
-    print(
-        f"   σ(x_50) = 0.7, gradient descent, lr 0.5, {args.steps} steps, from (w, b) = (6, −3):\n"
-    )
-    plain = descend_cliff(6.0, -3.0, 0.5, args.steps, None)
-    clipped = descend_cliff(6.0, -3.0, 0.5, args.steps, args.clip_norm)
-    for label, r in (("no clipping", plain), (f"clip at {args.clip_norm:g}", clipped)):
-        n_clipped = sum(n > args.clip_norm for n in r.norms)
+    print(f"   σ(x_50) = 0.7, gradient descent, lr 0.5, {steps} steps, from (w, b) = (6, −3):\n")
+    plain = descend_cliff(6.0, -3.0, 0.5, steps, None)
+    clipped = descend_cliff(6.0, -3.0, 0.5, steps, clip_norm)
+    for label, r in (("no clipping", plain), (f"clip at {clip_norm:g}", clipped)):
+        n_clipped = sum(n > clip_norm for n in r.norms)
         print(
             f"   {label:<14} final loss {r.losses[-1]:.2e}   (w, b) = ({r.w:5.2f}, {r.b:5.2f})"
-            f"   largest norm {max(r.norms):6.2f}   steps above {args.clip_norm:g}: {n_clipped}"
+            f"   largest norm {max(r.norms):6.2f}   steps above {clip_norm:g}: {n_clipped}"
         )
     jump = max(range(len(plain.norms)), key=plain.norms.__getitem__)
     print(
@@ -144,4 +128,3 @@ def run(args: argparse.Namespace) -> int:
         "\n   In code:  clipped, norm = gradclip.clip_by_global_norm(grads, clip_norm)"
         "\n             # the TensorFlow tutorial's tf.clip_by_global_norm(grads, max_grad_norm)\n"
     )
-    return 0

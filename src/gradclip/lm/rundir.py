@@ -1,0 +1,432 @@
+"""The run directory of ``gradclip train``: every file name, creating, reading, resuming.
+
+This module is the only code that knows the layout; the ``report`` and
+``suggest`` commands read runs through :func:`read_run`. A run directory holds:
+
+====================  =====================================================
+``config.toml``       the resolved :class:`~gradclip.lm.config.LMConfig`
+``run.json``          corpus (path, prefix, token mode, SHA-256 of each file),
+                      clipper spec, device, versions, command line
+``vocab.txt``         one symbol per line, escaped (see :func:`encode_vocab`)
+``checkpoint.pt``     the latest checkpoint (written at step 0, every
+                      ``checkpoint_steps`` / ``checkpoint_minutes``, at each
+                      epoch end and when the run stops)
+``metrics.jsonl``     one strict-JSON record per training step
+``summary.json``      status, epochs, perplexities (strict JSON)
+``tb/``               TensorBoard event files
+====================  =====================================================
+
+Strict JSON: ``metrics.jsonl``, ``summary.json`` and ``run.json`` never hold
+the non-standard literals ``NaN``/``Infinity``; a non-finite number is written
+as ``null`` (:func:`strict_json`), so ``jq`` and every JSON parser read them.
+
+Every file is written atomically (a temporary ``.NAME.*.tmp`` beside it,
+fsync, rename), and the directory itself is created atomically, step-0
+checkpoint included: it either does not exist or can be resumed. A kill during
+a write leaves a ``.tmp`` file that :func:`clean_stale_temp` removes on resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gradclip.errors import UserError
+from gradclip.lm.config import LMConfig, load_config
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "RUN_FILE",
+    "STATUSES",
+    "SUMMARY_FILE",
+    "TENSORBOARD_DIR",
+    "VOCAB_FILE",
+    "Run",
+    "atomic_write_bytes",
+    "checkpoint_bytes",
+    "clean_stale_temp",
+    "create_run",
+    "decode_vocab",
+    "default_run_dir",
+    "encode_vocab",
+    "load_checkpoint",
+    "read_json",
+    "read_metrics",
+    "read_run",
+    "save_checkpoint",
+    "strict_json",
+    "truncate_metrics",
+    "write_json",
+]
+
+CONFIG_FILE = "config.toml"
+RUN_FILE = "run.json"
+VOCAB_FILE = "vocab.txt"
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+TENSORBOARD_DIR = "tb"
+#: ``summary.json``'s ``status``: ``running`` (last checkpoint of a live or killed
+#: run), ``stopped`` (signal or ``--stop-after``), ``finished``, ``diverged``.
+STATUSES = ("running", "stopped", "finished", "diverged")
+_REQUIRED = (CONFIG_FILE, RUN_FILE, VOCAB_FILE, CHECKPOINT_FILE)
+_TMP = re.compile(r"^\..+\.tmp$")
+
+
+# --------------------------------------------------------------------------- writing
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` via a temporary file beside it, fsync and rename.
+
+    Args:
+        path: the destination; its directory is created if needed.
+        payload: the bytes.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (JSON ``null``).
+
+    Args:
+        value: numbers, strings, lists, tuples and dicts, nested.
+
+    Returns:
+        The same structure, safe for ``json.dumps(..., allow_nan=False)``.
+
+    Example:
+        >>> strict_json({"loss": float("nan"), "ppl": [1.5, float("inf")]})
+        {'loss': None, 'ppl': [1.5, None]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as indented strict JSON (non-finite numbers as ``null``), atomically."""
+    text = json.dumps(strict_json(value), indent=2, allow_nan=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def encode_vocab(vocab: list[str]) -> str:
+    r"""The text of ``vocab.txt``: one symbol a line, with ``\`` and every character
+    that is not printable (``'\r'``, ``'\n'``, ``'\x0c'``, ...) escaped as ``\uXXXX``.
+
+    Args:
+        vocab: the symbols, id order.
+
+    Returns:
+        Text that :func:`decode_vocab` turns back into ``vocab``, whatever the symbols.
+
+    Example:
+        >>> encode_vocab(["a", "\r", "\\"])
+        'a\n\\u000d\n\\u005c\n'
+        >>> decode_vocab(encode_vocab(["a", "\r", "\\"])) == ["a", "\r", "\\"]
+        True
+    """
+    return "".join(_escape(w) + "\n" for w in vocab)
+
+
+def _escape(word: str) -> str:
+    out = []
+    for c in word:
+        if c.isprintable() and c != "\\":
+            out.append(c)
+        elif ord(c) <= 0xFFFF:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(f"\\U{ord(c):08x}")
+    return "".join(out)
+
+
+_ESCAPE = re.compile(r"\\(u[0-9a-f]{4}|U[0-9a-f]{8})")
+
+
+def decode_vocab(text: str) -> list[str]:
+    """The symbols of a ``vocab.txt`` text (the inverse of :func:`encode_vocab`).
+
+    Args:
+        text: the file's text, read without newline translation.
+
+    Returns:
+        The symbols in id order.
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [_ESCAPE.sub(lambda m: chr(int(m.group(1)[1:], 16)), line) for line in lines]
+
+
+def default_run_dir(label: str, root: str | Path = "runs") -> Path:
+    """``ROOT/LABEL-YYYYmmdd-HHMMSS-XXXXXX``: a time stamp and a random suffix, so
+    that runs started in the same second never collide.
+
+    Args:
+        label: the config name.
+        root: the parent directory.
+
+    Returns:
+        A path that does not exist yet (almost surely; :func:`create_run` refuses otherwise).
+    """
+    return Path(root) / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def create_run(path: str | Path, files: Mapping[str, str | bytes]) -> Path:
+    """Create run directory ``path`` holding ``files``, atomically.
+
+    The files are written into a temporary directory beside ``path``, which is
+    then renamed: on any error nothing is left behind, and two processes
+    creating the same directory cannot both succeed.
+
+    Args:
+        path: the run directory; it must not exist, or be an empty directory.
+        files: file name → content (text is written as UTF-8).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    run_dir = Path(path)
+    taken = f"run directory exists and is not empty: {run_dir} (use --resume {run_dir} to "
+    taken += "continue it, or choose another --run-dir)"
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise UserError(taken)
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.parent.glob(f".{run_dir.name}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed create
+        tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".tmp", dir=run_dir.parent))
+    except OSError as exc:
+        raise UserError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    try:
+        for name, content in files.items():
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            with open(tmp / name, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        try:
+            os.replace(tmp, run_dir)
+        except OSError:
+            raise UserError(taken) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return run_dir
+
+
+def clean_stale_temp(run_dir: Path) -> list[Path]:
+    """Remove the ``.NAME.*.tmp`` files that a kill during an atomic write left.
+
+    Args:
+        run_dir: the run directory (not in use by another process).
+
+    Returns:
+        The paths removed.
+    """
+    removed = []
+    for p in run_dir.iterdir():
+        if _TMP.match(p.name) and p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+# --------------------------------------------------------------------------- checkpoints
+def checkpoint_bytes(blob: dict[str, Any]) -> bytes:
+    """``blob`` serialised by ``torch.save`` (for :func:`create_run`'s step-0 checkpoint)."""
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    return buf.getvalue()
+
+
+def save_checkpoint(run_dir: Path, blob: dict[str, Any]) -> Path:
+    """Write ``blob`` (``torch.save``) to ``run_dir/checkpoint.pt``, atomically.
+
+    Args:
+        run_dir: the run directory.
+        blob: the checkpoint dict.
+
+    Returns:
+        The checkpoint's path.
+    """
+    path = run_dir / CHECKPOINT_FILE
+    atomic_write_bytes(path, checkpoint_bytes(blob))
+    return path
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only`` load).
+
+    An empty, truncated or foreign file raises :class:`~gradclip.errors.UserError`
+    in one line naming the file.
+
+    Args:
+        path: the checkpoint file.
+        device: where its tensors go.
+
+    Returns:
+        The checkpoint's dict (``format``, ``config``, ``model``, ``optimizer``, ...).
+    """
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise UserError(f"checkpoint {path} is empty (the run was killed while writing it?)")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"checkpoint {path} is truncated or not a gradclip checkpoint")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read checkpoint {path}: {first[:200]}") from None
+    if not isinstance(blob, dict) or "model" not in blob or "config" not in blob:
+        raise UserError(f"checkpoint {path} is not a gradclip train checkpoint")
+    return blob
+
+
+# --------------------------------------------------------------------------- reading
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; a missing or corrupt one raises a UserError naming it."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"file not found: {path}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is corrupt: {exc}") from None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (``null`` = a non-finite value).
+
+    A line cut short by a kill ends the list.
+    """
+    records: list[dict[str, Any]] = []
+    if not path.is_file():
+        return records
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                break
+            if not isinstance(rec, dict) or "step" not in rec:
+                break
+            records.append(rec)
+    return records
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep the records of ``metrics.jsonl`` up to global step ``last_step`` (the
+    checkpoint's); later ones were written after it and will be written again."""
+    if not path.exists():
+        return
+    keep = [r for r in read_metrics(path) if r["step"] <= last_step]
+    lines = [json.dumps(r, allow_nan=False) + "\n" for r in keep]
+    atomic_write_bytes(path, "".join(lines).encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run directory, read.
+
+    Attributes:
+        path: the directory.
+        config: the resolved config (``config.toml``).
+        info: ``run.json`` (corpus, hashes, clipper spec, versions).
+        vocab: the symbols of ``vocab.txt``, id order.
+        summary: ``summary.json``, or ``None`` before the first checkpoint wrote one.
+    """
+
+    path: Path
+    config: LMConfig
+    info: dict[str, Any]
+    vocab: list[str]
+    summary: dict[str, Any] | None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """``path / checkpoint.pt``."""
+        return self.path / CHECKPOINT_FILE
+
+    @property
+    def status(self) -> str:
+        """``summary.json``'s status (``running`` when there is none yet)."""
+        return str((self.summary or {}).get("status", "running"))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The per-step records of ``metrics.jsonl`` (empty when it was not written).
+
+        Returns:
+            One dict per step: ``step``, ``epoch``, ``loss``, ``norm``, ``clipped_norm``,
+            ``threshold``, ``clipped``, ``lr`` (``None`` for a non-finite value).
+        """
+        return read_metrics(self.path / METRICS_FILE)
+
+
+def read_run(path: str | Path) -> Run:
+    """Read the run directory ``path`` (a UserError says what is missing or corrupt).
+
+    Args:
+        path: a directory made by ``gradclip train`` / :func:`gradclip.lm.train`.
+
+    Returns:
+        The :class:`Run`.
+    """
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory not found: {run_dir}")
+    for name in _REQUIRED:
+        if not (run_dir / name).is_file():
+            raise UserError(f"not a gradclip run directory (no {name}): {run_dir}")
+    config, _ = load_config(str(run_dir / CONFIG_FILE))
+    info = read_json(run_dir / RUN_FILE)
+    if not isinstance(info, dict) or "sha256" not in info:
+        raise UserError(f"{run_dir / RUN_FILE} is corrupt: not a gradclip run record")
+    try:
+        vocab = decode_vocab((run_dir / VOCAB_FILE).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{run_dir / VOCAB_FILE} is corrupt: {exc}") from None
+    summary_path = run_dir / SUMMARY_FILE
+    summary = read_json(summary_path) if summary_path.is_file() else None
+    return Run(run_dir, config, info, vocab, summary)

@@ -1,0 +1,235 @@
+"""Building what a run needs, with every user-fixable failure as a one-line
+:class:`~gradclip.errors.UserError`: the device, the clipper (through the spec
+grammar, once), the model (out of memory included), the optimizer, the corpus of
+an existing run (hashes checked), the checkpoint (config compared before loading),
+and the SIGINT/SIGTERM handling that lets a run stop at a step boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import torch
+
+import gradclip
+from gradclip.clippers import Clipper, format_clipper_spec, make_clipper
+from gradclip.errors import UserError
+from gradclip.lm.config import LMConfig, clip_options
+from gradclip.lm.data import Corpus, load_corpus
+from gradclip.lm.model import PTBModel
+from gradclip.lm.rundir import Run, load_checkpoint
+
+__all__ = [
+    "StopFlag",
+    "build_clipper",
+    "build_model",
+    "load_run_checkpoint",
+    "load_run_corpus",
+    "make_optimizer",
+    "resolve_device",
+    "set_threads",
+]
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """``"auto"``/``None`` → CUDA when available, else CPU; an unavailable CUDA is a UserError.
+
+    Args:
+        name: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a device.
+
+    Returns:
+        The :class:`torch.device`.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available")
+    return device
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)``; without it, at most one thread per CPU core
+    (unless ``OMP_NUM_THREADS`` is set)."""
+    if threads:
+        torch.set_num_threads(threads)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+
+
+def build_clipper(cfg: LMConfig) -> tuple[Clipper, str]:
+    """The clipper of ``cfg``, built once from its parsed spec (:func:`clip_options`).
+
+    Args:
+        cfg: the config.
+
+    Returns:
+        ``(clipper, full spec)``, the spec naming every option set (``max_norm`` included).
+    """
+    name, options = clip_options(cfg)
+    return make_clipper(name, **options), format_clipper_spec(name, options)
+
+
+def make_optimizer(
+    model: torch.nn.Module, cfg: LMConfig, clipper: Clipper | None = None
+) -> gradclip.ClippedOptimizer:
+    """Plain SGD (the tutorial's ``GradientDescentOptimizer``) behind ``cfg``'s clipper.
+
+    On the CPU and CUDA the SGD is torch's fused kernel, into which ClippedOptimizer
+    folds the clip scale (one read of each gradient for the update, nothing written
+    back to ``.grad``).
+
+    Args:
+        model: the model (its device picks the fused kernel).
+        cfg: learning rate and clipper.
+        clipper: the clipper, if already built by :func:`build_clipper`.
+
+    Returns:
+        The :class:`~gradclip.ClippedOptimizer`.
+    """
+    if clipper is None:
+        clipper, _ = build_clipper(cfg)
+    device = next(model.parameters()).device
+    sgd = torch.optim.SGD(
+        model.parameters(), lr=cfg.learning_rate, fused=device.type in ("cpu", "cuda")
+    )
+    return gradclip.ClippedOptimizer(sgd, clipper)
+
+
+def build_model(cfg: LMConfig, vocab_size: int, device: torch.device) -> PTBModel:
+    """``PTBModel.from_config(cfg, vocab_size)`` on ``device``; running out of memory
+    is a UserError saying how big the model was."""
+    try:
+        return PTBModel.from_config(cfg, vocab_size).to(device)
+    except (torch.OutOfMemoryError, MemoryError):
+        h, layers = cfg.hidden_size, cfg.num_layers
+        approx = 2 * vocab_size * h + vocab_size + layers * 8 * h * (h + 1)
+        raise UserError(
+            f"out of memory building the model on {device} (about {approx:,} parameters, "
+            f"hidden_size {h}, num_layers {layers}, vocabulary {vocab_size}); "
+            "reduce hidden_size or vocab_size"
+        ) from None
+
+
+def load_run_corpus(run: Run, data: str | os.PathLike[str] | None = None) -> Corpus:
+    """The corpus of ``run``, from where ``run.json`` says or from ``data`` (a moved
+    copy); the files' SHA-256 must match those recorded, else a UserError.
+
+    Args:
+        run: the run directory, read.
+        data: another directory holding the same files, or ``None``.
+
+    Returns:
+        The corpus, with the run's vocabulary.
+    """
+    info = run.info
+    where = data or info["data"]
+    corpus = load_corpus(
+        where, tokens=info["tokens"], prefix=info["data_prefix"], vocab_size=run.config.vocab_size
+    )
+    changed = [s for s, sha in info["sha256"].items() if corpus.sha256.get(s) != sha]
+    if changed:
+        raise UserError(
+            f"the corpus in {where} is not the one {run.path} was trained on: the "
+            f"{', '.join(changed)} file{'s' if len(changed) > 1 else ''} changed "
+            "(SHA-256 differs from run.json); pass --data DIR with the original files"
+        )
+    if corpus.vocab != run.vocab:
+        raise UserError(
+            f"the corpus in {where} does not give the run's vocabulary "
+            f"({len(corpus.vocab)} vs {len(run.vocab)} types)"
+        )
+    return corpus
+
+
+def load_run_checkpoint(run: Run, device: torch.device) -> tuple[dict[str, Any], PTBModel]:
+    """The checkpoint of ``run`` and its model, the checkpoint's config compared with
+    the run's before any weight is loaded (a checkpoint copied from another run is a
+    UserError naming the first differing field).
+
+    Args:
+        run: the run directory, read.
+        device: where the model goes.
+
+    Returns:
+        ``(checkpoint dict, model with the checkpoint's weights)``.
+    """
+    path = run.checkpoint_path
+    blob = load_checkpoint(path, device)
+    saved, own = blob["config"], run.config.as_dict()
+    for key in own:
+        if key in saved and saved[key] != own[key]:
+            raise UserError(
+                f"checkpoint {path} belongs to another config: {key} = {saved[key]!r} there, "
+                f"{own[key]!r} in {run.path / 'config.toml'}"
+            )
+    model = build_model(run.config, len(run.vocab), device)
+    try:
+        model.load_state_dict(blob["model"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"checkpoint {path} does not fit the run's model: {first}") from None
+    return blob, model
+
+
+class StopFlag:
+    """Asks the training loop to stop at the next step boundary (it then saves a
+    checkpoint). Set by SIGINT or SIGTERM inside :meth:`catch_signals`, or by
+    ``--stop-after``; a second SIGINT interrupts at once.
+
+    Attributes:
+        requested: whether a stop was asked for.
+        reason: what asked, e.g. ``"SIGTERM"`` or ``"stopped after 100 steps"``.
+        signum: the signal's number, or ``None``.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.reason = ""
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def request(self, reason: str, signum: int | None = None) -> None:
+        """Ask for a stop (the first reason is kept)."""
+        if not self.requested:
+            self.requested, self.reason, self.signum = True, reason, signum
+
+    @contextmanager
+    def catch_signals(self) -> Iterator[None]:
+        """Within the block, SIGINT and SIGTERM request a stop (main thread only)."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self.requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            name = signal.Signals(signum).name
+            self.request(name, signum)
+            print(
+                f"\ngradclip train: {name}: saving a checkpoint at the next step"
+                + (" (press Ctrl-C again to abort without saving)" if name == "SIGINT" else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+
+        previous = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
