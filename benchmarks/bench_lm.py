@@ -11,8 +11,8 @@ same token stream, run side by side in interleaved blocks:
   ``torch.nn.utils.clip_grad_norm_(params, 0.25)``, manual SGD
   ``p.add_(p.grad, alpha=-lr)``, hidden state detached each batch and
   ``total_loss += loss.item()``.
-* ``gradclip``: the loop of ``gradclip train`` itself (``train_steps`` with the
-  trainer's per-step bookkeeping): TF-scale loss, ``ClippedOptimizer`` with the
+* ``gradclip``: the loop of ``gradclip train`` itself (``train_step`` with the
+  loop's per-step bookkeeping): TF-scale loss, ``ClippedOptimizer`` with the
   ``norm`` clipper at 5, per-step ``metrics.jsonl`` rows (and TensorBoard when
   installed) flushed every 200 steps, progress bar refreshed every 50 steps.
 * ``bare``: the same loop without clipping and logging: plain ``torch.optim.SGD``
@@ -50,15 +50,9 @@ import gradclip
 from gradclip.lm.config import load_config
 from gradclip.lm.data import Batches
 from gradclip.lm.model import PTBModel
-from gradclip.lm.train import (
-    MetricsLog,
-    StopFlag,
-    Trainer,
-    _EpochSink,
-    make_optimizer,
-    make_tb_writer,
-    train_steps,
-)
+from gradclip.lm.reporting import MetricsLog, Progress, make_tb_writer
+from gradclip.lm.session import make_optimizer
+from gradclip.lm.train import train_step
 
 
 class ExamplesRNNModel(nn.Module):
@@ -118,7 +112,10 @@ class ExamplesLoop:
 
 
 class GradclipLoop:
-    """The ``gradclip train`` step loop with (full) or without (bare) clip + logging."""
+    """The ``gradclip train`` step loop with (full) or without (bare) clip + logging.
+
+    ``full`` repeats the per-step bookkeeping of :func:`gradclip.lm.train._loop`:
+    the running sums, the metrics row and a progress refresh every 50 steps."""
 
     def __init__(
         self, batches: Batches, vocab: int, full: bool, out_dir: Path, flush_every: int = 200
@@ -129,44 +126,38 @@ class GradclipLoop:
         self.batches = batches
         self.state = self.model.init_state(batches.batch_size)
         self.full = full
-        self.sink: Any = None
+        self.lr = cfg.learning_rate
         if full:
-            self.optimizer = make_optimizer(self.model, cfg)
-            self.trainer = Trainer(
-                cfg=cfg,
-                model=self.model,
-                optimizer=self.optimizer,
-                train_ids=torch.zeros(0),
-                valid_ids=torch.zeros(0),
-                test_ids=torch.zeros(0),
-                run_dir=out_dir,
-                device=torch.device("cpu"),
-            )
-            self.trainer._epoch_cost = torch.zeros(())
-            self.trainer._epoch_clipped = torch.zeros(())
+            self.optimizer: Any = make_optimizer(self.model, cfg)
             self.tb = make_tb_writer(out_dir / "tb")
             self.metrics = MetricsLog(out_dir / "metrics.jsonl", self.tb, flush_every=flush_every)
-            from tqdm import tqdm
-
             self.devnull = open(os.devnull, "w")  # noqa: SIM115
-            self.bar = tqdm(total=len(batches), file=self.devnull, mininterval=30.0)
-            self.sink = _EpochSink(
-                self.trainer,
-                self.metrics,
-                self.bar,
-                0,
-                cfg.learning_rate,
-                time.perf_counter(),
-                stop=StopFlag(),
-                tb=True,
-            )
+            self.progress = Progress(len(batches), "bench", stream=self.devnull)
+            self.cost = torch.zeros(())
+            self.clipped = torch.zeros(())
+            self.window = torch.zeros(())
+            self.step = 0
         else:
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.learning_rate)
 
     def run(self, steps: range) -> None:
-        self.state, _ = train_steps(
-            self.model, self.batches, self.optimizer, self.state, steps, self.sink, None
-        )
+        for i in steps:
+            x, y = self.batches[i]
+            loss, stats, self.state = train_step(self.model, self.optimizer, x, y, self.state)
+            if not self.full:
+                continue
+            self.step += 1
+            self.cost += loss
+            self.clipped += stats.clipped
+            self.window += stats.norm
+            values = (loss, stats.norm, stats.clipped_norm, stats.threshold, stats.clipped)
+            self.metrics.add(self.step, 0, self.lr, values)
+            if self.step % 50 == 0:
+                wps = self.progress.words_per_second(self.step, 400)
+                ppl = float(self.cost) / (self.step * 20)
+                text = f"wps={wps:,.0f} ppl={ppl:.2f} gnorm={float(self.window) / 50:.3g}"
+                self.window.zero_()
+                self.progress.update(self.step % len(self.batches), text)
 
 
 def main() -> int:
@@ -243,6 +234,7 @@ def main() -> int:
         g.metrics.close()
         if g.tb is not None:
             g.tb.close()
+        g.progress.close()
         g.devnull.close()
         lines = (Path(tmp) / "metrics.jsonl").read_text().count("\n")
     med = {k: statistics.median(v) for k, v in wps.items()}
