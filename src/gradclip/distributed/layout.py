@@ -1,0 +1,154 @@
+r"""A clip's gradients across ranks: local views, who counts what, one packet.
+
+:func:`layout` looks at a clip's gradients once. When none is a DTensor and
+no process group is given (one process, or DDP, whose gradients are identical
+on every rank) it returns None and the clippers take their single-process
+path unchanged, with no communication. Otherwise it returns a
+:class:`Layout`: the plain local views that the clippers read and write in
+place, which of them this rank counts (replicas once), and which are sharded.
+
+Global norms (:meth:`Layout.norms_and_total`) come from one
+:class:`~gradclip.distributed.reduce.NormPacket`:
+
+* a *sharded* tensor's norm is an entry of the packet (summed over ranks);
+* the tensors a rank holds whole (plain tensors of a pipeline stage,
+  replicated DTensors) are complete locally; only their combined norm is
+  summed over ranks, as one number, so ranks holding different tensors still
+  pack the same layout;
+* the total ``N = ‖(N_sharded, N_whole)‖_p`` then meets every other norm in
+  :func:`~gradclip.ops.reduce.combine_partial_norms`.
+
+The per-tensor norms returned are global for every tensor this rank holds,
+so observers (the monitor) log the global numbers, never a shard's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from gradclip.distributed.placement import LocalShard, is_dtensor, local_shards
+from gradclip.distributed.reduce import NormPacket
+from gradclip.ops.reduce import combine_partial_norms
+
+__all__ = ["Layout", "layout"]
+
+
+@dataclasses.dataclass
+class Layout:
+    """The gradients of one clip as this rank holds them.
+
+    Attributes:
+        shards: one :class:`~gradclip.distributed.placement.LocalShard` per gradient.
+        group: the process group of the all-reduce (None: the default group).
+        communicate: whether the packet is all-reduced (False when every
+            tensor is whole on every rank and no group was given).
+    """
+
+    shards: list[LocalShard]
+    group: dist.ProcessGroup | None = None
+    communicate: bool = True
+
+    @property
+    def local(self) -> list[Tensor]:
+        """The plain local tensors, in input order (writing them writes the gradients)."""
+        return [s.local for s in self.shards]
+
+    def mask(self, attr: str) -> Tensor:
+        """A bool tensor with one entry per gradient: ``attr`` of each shard
+        (``counted`` is all True when nothing is communicated)."""
+        if attr == "counted" and not self.communicate:
+            return torch.ones(len(self.shards), dtype=torch.bool)
+        return torch.tensor([bool(getattr(s, attr)) for s in self.shards], dtype=torch.bool)
+
+    def packet(self, norm_type: float) -> NormPacket:
+        """A new :class:`~gradclip.distributed.reduce.NormPacket` on the gradients' device."""
+        device = self.shards[0].local.device if self.shards else torch.device("cpu")
+        return NormPacket(norm_type, device, self.group, communicate=self.communicate)
+
+    def add_tensor_norms(self, packet: NormPacket, local_norms: Tensor) -> _Pending:
+        """Put the parts of per-tensor norms into ``packet`` (see the module docstring).
+
+        Args:
+            packet: the step's packet (not reduced yet).
+            local_norms: 1-d norms of the local views, in input order.
+
+        Returns:
+            A :class:`_Pending` whose :meth:`~_Pending.result` is read after ``packet.reduce()``.
+        """
+        sharded = self.mask("sharded").to(local_norms.device)
+        counted = self.mask("counted").to(local_norms.device)
+        idx = torch.nonzero(sharded).flatten()
+        whole = torch.nonzero(~sharded).flatten()
+        h_sharded = packet.entries(local_norms[idx], counted[idx])
+        h_whole = packet.total(local_norms[whole], counted[whole])
+        return _Pending(packet, local_norms, idx, h_sharded, h_whole)
+
+    def norms_and_total(
+        self, local_norms: Sequence[Tensor], norm_type: float
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Global per-tensor norms and total norm for each vector of local norms, in ONE all-reduce.
+
+        Args:
+            local_norms: one or more 1-d vectors of per-tensor norms of the local
+                views (e.g. before and after a clamp), each in input order.
+            norm_type: ``p``.
+
+        Returns:
+            ``[(norms, total), ...]`` matching ``local_norms``: global per-tensor
+            norms (1-d) and the global norm (0-d), identical on every rank.
+        """
+        packet = self.packet(norm_type)
+        pending = [self.add_tensor_norms(packet, n) for n in local_norms]
+        packet.reduce()
+        return [p.result() for p in pending]
+
+
+@dataclasses.dataclass
+class _Pending:
+    """Per-tensor norms waiting for their packet's all-reduce."""
+
+    packet: NormPacket
+    local_norms: Tensor
+    sharded_index: Tensor
+    h_sharded: int
+    h_whole: int
+
+    def result(self) -> tuple[Tensor, Tensor]:
+        """``(global per-tensor norms, global total)``, after ``packet.reduce()``."""
+        sharded = self.packet.get(self.h_sharded).to(self.local_norms)
+        whole = self.packet.get(self.h_whole).to(self.local_norms)
+        norms = self.local_norms.clone()
+        norms[self.sharded_index] = sharded
+        return norms, combine_partial_norms(torch.cat([sharded, whole]), self.packet.p)
+
+
+def layout(tensors: Sequence[Tensor], group: dist.ProcessGroup | None = None) -> Layout | None:
+    """How a clip's gradients lie across ranks, or None when nothing needs communication.
+
+    None when no tensor is a DTensor and ``group`` is None (one process, or
+    DDP's replicated gradients). When every DTensor is fully replicated and no
+    ``group`` is given, the layout does not communicate: each rank computes
+    the exact global numbers alone. Pass ``group`` when ranks hold *different plain tensors*
+    (pipeline stages): their norms are then summed over ``group``.
+
+    Args:
+        tensors: the gradients (plain tensors and DTensors).
+        group: the process group over which plain tensors differ, or None.
+
+    Returns:
+        A :class:`Layout`, or None.
+
+    Example:
+        >>> import torch
+        >>> layout([torch.ones(3)]) is None
+        True
+    """
+    if group is None and not any(is_dtensor(t) for t in tensors):
+        return None
+    shards = local_shards(tensors, plain_distinct=group is not None)
+    return Layout(shards, group, communicate=group is not None or any(s.sharded for s in shards))
