@@ -63,13 +63,15 @@ class AutoClip(Clipper):
     percentile: float
     window: int
 
+    _history: Tensor
+    _position: Tensor
+
     def __init__(self, *args: object, **options: object) -> None:
         super().__init__(*args, **options)
-        self._history = torch.full((self.window,), math.nan, dtype=STATE_DTYPE)
-        self._position = torch.zeros((), dtype=torch.int64)
-
-    def _state(self) -> dict[str, Tensor]:
-        return {"history": self._history, "position": self._position}
+        self._register_state(
+            history=torch.full((self.window,), math.nan, dtype=STATE_DTYPE),
+            position=torch.zeros((), dtype=torch.int64),
+        )
 
     def _threshold(self, norm: Tensor, finite: Tensor) -> tuple[Tensor, Tensor]:
         pos = self._position.view(1)

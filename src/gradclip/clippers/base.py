@@ -44,6 +44,11 @@ ClipInput: TypeAlias = Tensor | Iterable[Tensor | tuple[str, Tensor] | None]
 STATE_DTYPE = torch.float32
 
 
+def scalar_state() -> Tensor:
+    """A fresh 0-d statistic (float32 zero)."""
+    return torch.zeros((), dtype=STATE_DTYPE)
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipStats:
     """What one clip did. Every field is a 0-d tensor on the gradients' device.
@@ -302,8 +307,8 @@ class Clipper:
         self._to_device(batch.grads[0].device)
         if not self.global_scale:
             return self._clip_local(batch, policy)
-        norms, norm = norms_and_total(batch.grads, self.norm_type)
-        stats = self._clip_global(norm, policy)
+        norms, norm, finite = self._measure(batch.grads, policy)
+        stats = self._clip_global(norm, finite, policy)
         if not defer_scale and self.writes:
             scale_(batch.grads, stats.scale)
         return ClipOutcome(stats, norms)
@@ -346,9 +351,15 @@ class Clipper:
     def _config(self) -> dict[str, Any]:
         return {o.name: getattr(self, o.name) for o in self.options}
 
+    def _register_state(self, **tensors: Tensor) -> None:
+        """Keep ``tensors`` as the statistics, each as attribute ``_<name>``."""
+        self._state_names = tuple(tensors)
+        for name, t in tensors.items():
+            setattr(self, "_" + name, t)
+
     def _state(self) -> dict[str, Tensor]:
         """The statistics, as live tensors (mutated in place by ``load_state_dict``)."""
-        return {}
+        return {name: getattr(self, "_" + name) for name in getattr(self, "_state_names", ())}
 
     def _to_device(self, device: torch.device) -> None:
         for name, t in self._state().items():
@@ -365,9 +376,17 @@ class Clipper:
     def _clip_local(self, batch: ClipBatch, policy: NonFinitePolicy) -> ClipOutcome:
         raise NotImplementedError
 
-    def _clip_global(self, norm: Tensor, policy: NonFinitePolicy) -> ClipStats:
+    def _measure(
+        self, grads: list[Tensor], policy: NonFinitePolicy
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The norm pass: per-tensor norms, the global norm and whether it is finite
+        (raising under ``"error"``)."""
+        norms, norm = norms_and_total(grads, self.norm_type)
         finite = torch.isfinite(norm)
         policy.check(finite, norm, repr(self))
+        return norms, norm, finite
+
+    def _clip_global(self, norm: Tensor, finite: Tensor, policy: NonFinitePolicy) -> ClipStats:
         thr, target = self._threshold(norm, finite)
         thr, target = thr.to(norm.dtype), target.to(norm.dtype)
         clipped = finite & (norm > thr)

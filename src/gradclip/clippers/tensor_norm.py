@@ -8,7 +8,6 @@ from gradclip.clippers.base import ClipBatch, ClipOutcome, Clipper, NonFinitePol
 from gradclip.clippers.options import NONFINITE, NORM_TYPE, Option, threshold
 from gradclip.clippers.registry import register_clipper
 from gradclip.ops import dispatch
-from gradclip.ops.norms import norms_and_total
 from gradclip.ops.reduce import combine_partial_norms
 
 
@@ -47,9 +46,7 @@ class TensorNormClip(Clipper):
 
     def _clip_local(self, batch: ClipBatch, policy: NonFinitePolicy) -> ClipOutcome:
         p, c = self.norm_type, self.max_norm
-        n, norm = norms_and_total(batch.grads, p)
-        finite = torch.isfinite(norm)
-        policy.check(finite, norm, repr(self))
+        n, norm, finite = self._measure(batch.grads, policy)
         over = n > c
         s = policy.guard(torch.where(over, c / torch.where(over, n, 1.0), 1.0), n, finite)
         dispatch.mul_(batch.grads, s)  # one 0-d factor per tensor: no sync

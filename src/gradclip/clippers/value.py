@@ -10,7 +10,6 @@ from gradclip.clippers.base import ClipBatch, ClipOutcome, Clipper, NonFinitePol
 from gradclip.clippers.options import NONFINITE, NORM_TYPE, Option, threshold
 from gradclip.clippers.registry import register_clipper
 from gradclip.ops import clamp_dense_, clip_by_value, global_norm
-from gradclip.ops.norms import norms_and_total
 
 
 @register_clipper(order=20)
@@ -48,9 +47,7 @@ class ValueClip(Clipper):
     clip_value: float
 
     def _clip_local(self, batch: ClipBatch, policy: NonFinitePolicy) -> ClipOutcome:
-        norms, norm = norms_and_total(batch.grads, self.norm_type)
-        finite = torch.isfinite(norm)
-        policy.check(finite, norm, repr(self))
+        norms, norm, finite = self._measure(batch.grads, policy)
         v = self.clip_value
         # Under "skip", bounds of ±inf leave a non-finite step untouched, with no sync.
         clamp_dense_(batch.grads, torch.where(finite, v, math.inf) if policy.skips else v)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from gradclip.clippers.base import STATE_DTYPE, Clipper
+from gradclip.clippers.base import STATE_DTYPE, Clipper, scalar_state
 from gradclip.clippers.options import (
     NONFINITE,
     NORM_TYPE,
@@ -72,13 +72,12 @@ class WarmupMeanClip(Clipper):
     factor: float
     warmup_cap: float | None
 
+    _count: Tensor
+    _mean: Tensor
+
     def __init__(self, *args: object, **options: object) -> None:
         super().__init__(*args, **options)
-        self._count = torch.zeros((), dtype=STATE_DTYPE)
-        self._mean = torch.zeros((), dtype=STATE_DTYPE)
-
-    def _state(self) -> dict[str, Tensor]:
-        return {"count": self._count, "mean": self._mean}
+        self._register_state(count=scalar_state(), mean=scalar_state())
 
     def _threshold(self, norm: Tensor, finite: Tensor) -> tuple[Tensor, Tensor]:
         count, mean = self._count, self._mean

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from gradclip.clippers.base import STATE_DTYPE, Clipper
+from gradclip.clippers.base import STATE_DTYPE, Clipper, scalar_state
 from gradclip.clippers.options import (
     NONFINITE,
     NORM_TYPE,
@@ -80,15 +80,14 @@ class ZClip(Clipper):
     warmup: int
     warmup_max_norm: float | None
 
+    _count: Tensor
+    _mean: Tensor
+    _var: Tensor
+
     def __init__(self, *args: object, **options: object) -> None:
         super().__init__(*args, **options)
         # During warm-up mean/var hold Welford's running mean and M2.
-        self._count = torch.zeros((), dtype=STATE_DTYPE)
-        self._mean = torch.zeros((), dtype=STATE_DTYPE)
-        self._var = torch.zeros((), dtype=STATE_DTYPE)
-
-    def _state(self) -> dict[str, Tensor]:
-        return {"count": self._count, "mean": self._mean, "var": self._var}
+        self._register_state(count=scalar_state(), mean=scalar_state(), var=scalar_state())
 
     def _threshold(self, norm: Tensor, finite: Tensor) -> tuple[Tensor, Tensor]:
         # Branch-free: both phases are computed and selected with torch.where, and

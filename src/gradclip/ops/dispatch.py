@@ -37,7 +37,7 @@ __all__ = [
 T = TypeVar("T")
 Factor = Tensor | float
 
-_PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 @dataclasses.dataclass
@@ -74,7 +74,7 @@ def foreach_supported(tensors: Sequence[Tensor], device: torch.device) -> bool:
         "mtia",
         "cpu",
         torch._C._get_privateuse1_backend_name(),
-    ) and all(t.layout == torch.strided and type(t) in _PLAIN_TENSOR_TYPES for t in tensors)
+    ) and all(t.layout == torch.strided and type(t) in PLAIN_TENSOR_TYPES for t in tensors)
 
 
 def group_tensors(tensors: Sequence[Tensor], foreach: bool | None = None) -> list[TensorGroup]:

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from gradclip.ops.checks import as_tensor_list, check_norm_type
 from gradclip.ops.dispatch import (
+    PLAIN_TENSOR_TYPES,
     TensorGroup,
     dense_view,
     foreach_supported,
@@ -28,7 +29,6 @@ __all__ = ["global_norm", "norms_and_total", "tensor_norms"]
 Tensors: TypeAlias = Tensor | Iterable[Tensor | None]
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
-_PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 # Below this many elements a BLAS dot costs more in dispatch than it saves in reading.
 _DOT_MIN_NUMEL = 1 << 15
 
@@ -81,7 +81,7 @@ def _per_tensor_norms(
 ) -> Tensor:
     # Empty tensors have norm 0; a stand-in zero keeps every kernel (inf-norm too) happy.
     dense = [dense_view(t) if t.numel() else t.new_zeros(1) for t in group]
-    if device.type == "cpu" and all(type(t) in _PLAIN_TENSOR_TYPES for t in dense):
+    if device.type == "cpu" and all(type(t) in PLAIN_TENSOR_TYPES for t in dense):
         return _per_tensor_norms_cpu(dense, p, dtype)
     acc = torch.float32 if dtype in LOW_PRECISION else None
     if foreach_supported(dense, device):
