@@ -23,8 +23,8 @@ demo: $(BIN)/.installed
 	$(BIN)/gradclip demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs/hooks.py
+	$(BIN)/ruff format --check src tests benchmarks docs/hooks.py
 	$(BIN)/mypy
 
 # The API reference and the guides, built strictly (any warning fails) into site/.
