@@ -25,7 +25,7 @@ so observers (the monitor) log the global numbers, never a shard's.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -70,15 +70,22 @@ class Layout:
         device = self.shards[0].local.device if self.shards else torch.device("cpu")
         return NormPacket(norm_type, device, self.group, communicate=self.communicate)
 
-    def add_tensor_norms(self, packet: NormPacket, local_norms: Tensor) -> _Pending:
+    def add_tensor_norms(
+        self,
+        packet: NormPacket,
+        local_norms: Tensor,
+        post: Callable[[Tensor], Tensor] | None = None,
+    ) -> _Pending:
         """Put the parts of per-tensor norms into ``packet`` (see the module docstring).
 
         Args:
             packet: the step's packet (not reduced yet).
             local_norms: 1-d norms of the local views, in input order.
+            post: optional element-wise map from a tensor's norm to its norm after
+                clipping (``tensor-norm``: ``min(n, c)``); its total rides along.
 
         Returns:
-            A :class:`_Pending` whose :meth:`~_Pending.result` is read after ``packet.reduce()``.
+            A :class:`_Pending` whose results are read after ``packet.reduce()``.
         """
         sharded = self.mask("sharded").to(local_norms.device)
         counted = self.mask("counted").to(local_norms.device)
@@ -86,7 +93,38 @@ class Layout:
         whole = torch.nonzero(~sharded).flatten()
         h_sharded = packet.entries(local_norms[idx], counted[idx])
         h_whole = packet.total(local_norms[whole], counted[whole])
-        return _Pending(packet, local_norms, idx, h_sharded, h_whole)
+        # A whole tensor's norm is exact here, so its post-clip norm is too.
+        h_post = None if post is None else packet.total(post(local_norms[whole]), counted[whole])
+        return _Pending(packet, local_norms, idx, h_sharded, h_whole, post, h_post)
+
+    def add_units(self, packet: NormPacket, index: int, local_units: Tensor) -> int:
+        """Put one tensor's local AGC unit norms (one per local row) at their global
+        rows, for a tensor whose units are split across ranks.
+
+        Args:
+            packet: the step's packet.
+            index: the tensor's position in the input.
+            local_units: 1-d norms of the local rows (a 1-d tensor is one unit).
+
+        Returns:
+            A handle: after the reduce, ``packet.get(handle)`` holds every unit's
+            global norm (all rows, the same on every rank).
+        """
+        shard = self.shards[index]
+        if shard.row_offset < 0:
+            raise NotImplementedError(
+                "agc: a parameter whose units are split across ranks has strided rows "
+                "(_StridedShard); its unit norms cannot be placed"
+            )
+        rows = torch.zeros(shard.global_rows, dtype=local_units.dtype, device=local_units.device)
+        rows[shard.row_offset : shard.row_offset + local_units.numel()] = local_units.reshape(-1)
+        return packet.entries(rows, shard.counted or not self.communicate)
+
+    def local_rows(self, index: int, global_units: Tensor) -> Tensor:
+        """The entries of ``global_units`` (one per global row) that this rank holds."""
+        shard = self.shards[index]
+        n = shard.local.shape[0] if shard.local.dim() > 1 else 1
+        return global_units[shard.row_offset : shard.row_offset + n]
 
     def norms_and_total(
         self, local_norms: Sequence[Tensor], norm_type: float
@@ -117,6 +155,8 @@ class _Pending:
     sharded_index: Tensor
     h_sharded: int
     h_whole: int
+    post: Callable[[Tensor], Tensor] | None = None
+    h_post: int | None = None
 
     def result(self) -> tuple[Tensor, Tensor]:
         """``(global per-tensor norms, global total)``, after ``packet.reduce()``."""
@@ -125,6 +165,13 @@ class _Pending:
         norms = self.local_norms.clone()
         norms[self.sharded_index] = sharded
         return norms, combine_partial_norms(torch.cat([sharded, whole]), self.packet.p)
+
+    def post_total(self) -> Tensor:
+        """The global norm after clipping, ``‖(post(N_i))_i‖_p`` (needs ``post``)."""
+        assert self.post is not None and self.h_post is not None
+        sharded = self.post(self.packet.get(self.h_sharded).to(self.local_norms))
+        whole = self.packet.get(self.h_post).to(self.local_norms)
+        return combine_partial_norms(torch.cat([sharded, whole]), self.packet.p)
 
 
 def layout(tensors: Sequence[Tensor], group: dist.ProcessGroup | None = None) -> Layout | None:

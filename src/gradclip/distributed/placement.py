@@ -55,7 +55,8 @@ class LocalShard:
             dimension of size > 1), so its own norm needs a sum over ranks.
         units_split: AGC's units (rows along dim 0) are split across ranks.
         global_rows: the number of rows (units) of the global tensor.
-        row_offset: the global index of this rank's first local row.
+        row_offset: the global index of this rank's first local row (-1 when the
+            local rows are strided, as FSDP × TP on dim 0 lays them out).
     """
 
     local: Tensor
@@ -99,6 +100,8 @@ def _local_shard(t: Tensor, plain_distinct: bool) -> LocalShard:
     if t.dim() > 1:
         _, offset = compute_local_shape_and_global_offset(t.shape, mesh, placements)
         row_offset = int(offset[0])
+        if any(type(pl).__name__ == "_StridedShard" for pl in placements):
+            row_offset = -1  # the local rows are not contiguous in the global tensor
     else:
         row_offset = 0
     return LocalShard(t.to_local(), counted, sharded, units_split, _rows(t.shape), row_offset)
