@@ -20,39 +20,6 @@ from gradclip.cli import main
 WORDS = [f"w{i}" for i in range(40)]
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRADCLIP_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def make_corpus(root: Path, n_train: int = 3000, seed: int = 0) -> Path:
-    """A small Markov-chain corpus in Mikolov format (lines begin and end with a space)."""
-    rng = random.Random(seed)
-    nxt = {w: rng.sample(WORDS, 4) for w in WORDS}
-
-    def text(n: int) -> str:
-        lines, words, w = [], [], rng.choice(WORDS)
-        for _ in range(n):
-            words.append(w)
-            if len(words) >= rng.randint(5, 12):
-                lines.append(" " + " ".join(words) + " ")
-                words = []
-            w = rng.choice(nxt[w])
-        if words:
-            lines.append(" " + " ".join(words) + " ")
-        return "\n".join(lines) + "\n"
-
-    root.mkdir(parents=True, exist_ok=True)
-    for name, n in (("train", n_train), ("valid", 600), ("test", 400)):
-        (root / f"ptb.{name}.txt").write_text(text(n), encoding="utf-8")
-    return root
-
-
-@pytest.fixture
-def corpus(tmp_path) -> Path:
-    return make_corpus(tmp_path / "data")
-
-
 TINY = ["--config", "test", "--no-progress", "--threads", "1"]
 
 
@@ -199,7 +166,7 @@ def test_ctrl_c_saves_and_resume_finishes(corpus, tmp_path):
 
 
 # --------------------------------------------------------------------------- bad input
-def _bad(tmp_path: Path, name: str) -> tuple[list[str], str]:
+def _bad(tmp_path: Path, name: str, make_corpus) -> tuple[list[str], str]:
     data = make_corpus(tmp_path / "data")
     if name == "missing dir":
         return ["--data", str(tmp_path / "nope")], "data directory not found"
@@ -242,8 +209,8 @@ def _bad(tmp_path: Path, name: str) -> tuple[list[str], str]:
         "no data",
     ],
 )
-def test_bad_input_one_line_exit_2_no_run_dir(case, tmp_path, capsys):
-    args, message = _bad(tmp_path, case)
+def test_bad_input_one_line_exit_2_no_run_dir(case, tmp_path, capsys, make_corpus):
+    args, message = _bad(tmp_path, case, make_corpus)
     runs = tmp_path / "runs"
     code = main(["train", "--no-progress", *args, "--run-dir", str(runs / "r")])
     err = capsys.readouterr().err

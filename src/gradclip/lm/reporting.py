@@ -59,12 +59,20 @@ class MetricsLog:
         tb_writer: a TensorBoard ``SummaryWriter`` or ``None``.
         flush_every: rows kept before a write.
         tb_every: TensorBoard stride in steps.
+        max_loss: a loss above this (or not finite) marks divergence; the loop
+            passes 709·T, above which the step's perplexity exp(loss/T) overflows.
     """
 
     def __init__(
-        self, path: Path | None, tb_writer: Any = None, flush_every: int = 200, tb_every: int = 10
+        self,
+        path: Path | None,
+        tb_writer: Any = None,
+        flush_every: int = 200,
+        tb_every: int = 10,
+        max_loss: float = math.inf,
     ) -> None:
         self.tb = tb_writer
+        self.max_loss = max_loss
         self.flush_every = flush_every
         self.tb_every = tb_every
         self.rows: list[tuple[int, int, float, tuple[Tensor, ...]]] = []
@@ -85,7 +93,8 @@ class MetricsLog:
         """Write the kept rows.
 
         Returns:
-            The first step of these rows whose loss is not finite (divergence), or ``None``.
+            The first step of these rows whose loss is not finite or above
+            ``max_loss`` (divergence), or ``None``.
         """
         if not self.rows:
             return None
@@ -98,7 +107,7 @@ class MetricsLog:
             for j, name in enumerate(METRIC_COLUMNS):
                 rec[name] = bool(columns[j][k]) if name == "clipped" else columns[j][k]
             rec["lr"] = lr
-            if diverged is None and not math.isfinite(rec["loss"]):
+            if diverged is None and not rec["loss"] <= self.max_loss:  # NaN included
                 diverged = step
             lines.append(json.dumps(strict_json(rec), allow_nan=False))
             if self.tb is not None and step % self.tb_every == 0:

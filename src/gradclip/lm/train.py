@@ -330,7 +330,9 @@ def _loop(
     tb = None
     if opts.tensorboard:
         tb = make_tb_writer(run_dir / TENSORBOARD_DIR, purge_step=st.global_step + 1)
-    log = MetricsLog(run_dir / METRICS_FILE if opts.metrics else None, tb, opts.flush_every)
+    metrics_path = run_dir / METRICS_FILE if opts.metrics else None
+    # a step diverged when its perplexity exp(loss / T) is no longer finite
+    log = MetricsLog(metrics_path, tb, opts.flush_every, max_loss=709.0 * T)
     stop = StopFlag()
     last_save = time.monotonic()
     path = run_dir / CHECKPOINT_FILE
