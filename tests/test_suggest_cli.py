@@ -1,0 +1,89 @@
+"""gradclip suggest on the command line: from a run directory, from a config, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import pytest
+
+from gradclip.cli import main
+from gradclip.diagnostics.suggest import suggest_from_norms
+from gradclip.lm import RunOptions, read_run, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def strict(text: str) -> dict:
+    def reject(name: str) -> float:
+        raise ValueError(name)
+
+    out: dict = json.loads(text, parse_constant=reject)
+    return out
+
+
+def tiny_run(corpus, run_dir, metrics: bool = True):
+    from gradclip.lm import load_config
+
+    cfg, _ = load_config("test", {"hidden_size": "8", "max_grad_norm": "0.3"})
+    opts = RunOptions(
+        device="cpu", tensorboard=False, progress=False, metrics=metrics, stop_after=40,
+        handle_signals=False, out=io.StringIO(),
+    )  # fmt: skip
+    return train(cfg, corpus, run_dir, options=opts)
+
+
+def test_from_run_dir_uses_the_recorded_norms(corpus, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    tiny_run(corpus, run_dir)
+    assert main(["suggest", str(run_dir), "--json", "--out", str(tmp_path / "o")]) == 0
+    got = strict(capsys.readouterr().out)
+    norms = [r["norm"] for r in read_run(run_dir).metrics()]
+    want = suggest_from_norms(norms)
+    assert got["threshold"] == pytest.approx(want.threshold)
+    assert got["norms"] == pytest.approx(norms) and len(norms) == 40
+    assert [r["name"] for r in got["rules"]][:2] == ["pascanu_mean", "pascanu_half"]
+    assert "clipped on" in got["source"]  # the run clipped at 0.3: said so
+    assert (tmp_path / "o" / "suggest.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["suggest", str(run_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "Recommended max_norm" in text and "* median_x2" in text
+
+
+def test_from_config_trains_unclipped(corpus, tmp_path, capsys):
+    argv = ["suggest", "--config", "test", "--data", str(corpus), "--steps", "30"]
+    assert main([*argv, "--set", "hidden_size=8", "--json", "--no-progress", "--threads", "1"]) == 0
+    got = strict(capsys.readouterr().out)
+    assert got["steps"] == 30 and got["diverged_at"] is None
+    assert all(isinstance(n, float) and math.isfinite(n) for n in got["norms"])
+    assert got["explanation"].startswith("Over 30 training steps without clipping")
+
+
+@pytest.mark.parametrize(
+    ("make", "argv", "message"),
+    [
+        (None, ["suggest", "{tmp}/nope"], "run directory not found"),
+        ("nometrics", ["suggest", "{tmp}/run"], "no metrics"),
+        ("empty", ["suggest", "{tmp}/run"], "no metrics"),
+        (None, ["suggest"], "give a RUN_DIR"),
+        (None, ["suggest", "--config", "test"], "needs --data"),
+        ("nometrics", ["suggest", "{tmp}/run", "--config", "test"], "not both"),
+        (None, ["suggest", "--config", "test", "--data", "{data}", "--set", "lr"], "KEY=VALUE"),
+        (
+            None,
+            ["suggest", "--config", "test", "--data", "{data}", "--set", "hidden=2"],
+            "did you mean",
+        ),
+        (None, ["suggest", "--config", "test", "--data", "{data}", "--steps", "0"], "--steps"),
+    ],
+)
+def test_bad_input_one_line_exit_2(corpus, tmp_path, capsys, make, argv, message):
+    if make:
+        tiny_run(corpus, tmp_path / "run", metrics=make != "nometrics")
+        if make == "empty":
+            (tmp_path / "run" / "metrics.jsonl").write_text("")
+    argv = [a.format(tmp=tmp_path, data=corpus) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err

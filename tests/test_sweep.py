@@ -1,0 +1,150 @@
+"""gradclip sweep: tiny budgets end to end, resume after an interruption, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from gradclip.cli import main
+from gradclip.diagnostics.sweep import make_cells, run_sweep
+from gradclip.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SMALL = {"hidden_size": "8"}
+
+
+def strict(text: str) -> object:
+    def reject(name: str) -> float:
+        raise ValueError(name)
+
+    return json.loads(text, parse_constant=reject)
+
+
+def sweep(corpus: Path, root: Path, **kw: object):
+    args = dict(methods=["none", "norm"], thresholds=[0.01, 10.0], seeds=[1], steps=8, threads=1)
+    args.update(kw)
+    return run_sweep(root, "test", corpus, overrides=SMALL, **args)  # type: ignore[arg-type]
+
+
+def test_end_to_end_rows_files_and_clip_rates(corpus, tmp_path):
+    seen = []
+    r = sweep(corpus, tmp_path / "sw", progress=lambda d, t: seen.append((d, t)))
+    assert [row["run_dir"] for row in r.rows] == ["none-s1", "norm-t0.01-s1", "norm-t10-s1"]
+    assert seen[0] == (0, 3) and seen[-1] == (3, 3)
+    by = {row["run_dir"]: row for row in r.rows}
+    assert by["none-s1"]["clip_rate"] == 0.0 and by["norm-t0.01-s1"]["clip_rate"] == 1.0
+    assert by["norm-t10-s1"]["clip_rate"] == 0.0
+    # a threshold that never clips trains exactly as no clipping
+    assert by["norm-t10-s1"]["valid_ppl"] == by["none-s1"]["valid_ppl"]
+    assert by["norm-t0.01-s1"]["valid_ppl"] != by["none-s1"]["valid_ppl"]
+    for row in r.rows:
+        assert row["steps"] == 8 and row["status"] == "stopped" and not row["diverged"]
+        assert 1 < row["valid_ppl"] < 100
+    data = strict((tmp_path / "sw" / "sweep.json").read_text())
+    assert data == {"rows": r.rows}
+    with open(tmp_path / "sw" / "sweep.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [x["run_dir"] for x in rows] == list(by)
+    assert (tmp_path / "sw" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert r.best()["valid_ppl"] == min(row["valid_ppl"] for row in r.rows)
+
+
+def test_interrupted_sweep_resumes_only_the_missing_cell(corpus, tmp_path):
+    root = tmp_path / "sw"
+    first = sweep(corpus, root)
+    assert len(first.trained) == 3
+    kept = {c: (root / c / "cell.json").stat().st_mtime_ns for c in ("none-s1", "norm-t10-s1")}
+    (root / "norm-t0.01-s1" / "cell.json").unlink()  # as if killed before the cell finished
+    (root / "norm-t0.01-s1" / "checkpoint.pt").write_bytes(b"partial")
+    again = sweep(corpus, root)
+    assert again.trained == ["norm-t0.01-s1"]
+    assert again.rows == [
+        {**a, "wall_seconds": b["wall_seconds"]}
+        for a, b in zip(first.rows, again.rows, strict=True)
+    ]  # retrained deterministically
+    for c, t in kept.items():
+        assert (root / c / "cell.json").stat().st_mtime_ns == t
+    third = sweep(corpus, root, thresholds=[0.01, 10.0, 1.0])  # a grown grid: only the new cell
+    assert third.trained == ["norm-t1-s1"]
+
+
+def test_methods_without_threshold_and_divergence(corpus, tmp_path):
+    r = run_sweep(
+        tmp_path / "sw", "test", corpus, methods=["none", "norm", "zclip"], thresholds=[1.0],
+        seeds=[1], steps=30, overrides={"hidden_size": "8", "learning_rate": "1e6"}, threads=1,
+    )  # fmt: skip
+    by = {row["run_dir"]: row for row in r.rows}
+    assert set(by) == {"none-s1", "norm-t1-s1", "zclip-s1"}
+    assert by["none-s1"]["diverged"] and by["none-s1"]["valid_ppl"] == math.inf
+    assert by["none-s1"]["status"] == "diverged"
+    assert strict((tmp_path / "sw" / "sweep.json").read_text())["rows"][0]["valid_ppl"] is None
+    assert "yes" in r.table().splitlines()[1]
+
+
+def test_make_cells_validates():
+    with pytest.raises(UserError, match="empty sweep grid"):
+        make_cells([], [1.0], [1])
+    with pytest.raises(UserError, match="did you mean 'norm'"):
+        make_cells(["nrom"], [1.0], [1])
+    with pytest.raises(UserError, match="needs --thresholds"):
+        make_cells(["norm"], [], [1])
+    with pytest.raises(UserError, match="positive finite"):
+        make_cells(["norm"], [0.0], [1])
+    with pytest.raises(UserError, match="duplicate"):
+        make_cells(["norm", "norm"], [1.0], [1])
+    cells = make_cells(["autoclip:percentile=25", "value"], [0.5], [1, 2])
+    assert [c.spec for c in cells] == [
+        "autoclip:percentile=25.0", "autoclip:percentile=25.0",
+        "value:clip_value=0.5", "value:clip_value=0.5",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--methods", "nrom", "--thresholds", "1", "--steps", "2"], "did you mean 'norm'"),
+        (["--methods", "", "--steps", "2"], "empty sweep grid"),
+        (["--methods", "norm", "--steps", "2"], "needs --thresholds"),
+        (["--methods", "none", "--seeds", "", "--steps", "2"], "empty sweep grid"),
+        (["--methods", "none", "--steps", "2", "--set", "nope=1"], "nope"),
+    ],
+)
+def test_cli_bad_input_one_line_exit_2(corpus, tmp_path, capsys, extra, message):
+    argv = ["sweep", "--config", "test", "--data", str(corpus), "--sweep-dir", str(tmp_path / "s")]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_cli_runs_and_prints_table(corpus, tmp_path, capsys):
+    argv = ["sweep", "--config", "test", "--data", str(corpus), "--sweep-dir", str(tmp_path / "s")]
+    flags = [
+        "--methods",
+        "none,norm",
+        "--thresholds",
+        "0.01",
+        "--steps",
+        "4",
+        "--set",
+        "hidden_size=8",
+    ]
+    assert main([*argv, *flags, "--no-progress", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "2 cell(s) trained, 0 already done" in out and "best:" in out
+    assert main([*argv, *flags, "--no-progress", "--json"]) == 0
+    rows = strict(capsys.readouterr().out)["rows"]
+    assert [r["run_dir"] for r in rows] == ["none-s1", "norm-t0.01-s1"]
+
+
+def test_jobs_run_cells_in_processes_with_the_same_results(corpus, tmp_path):
+    kw = dict(methods=["norm"], thresholds=[0.01, 10.0])
+    pool = sweep(corpus, tmp_path / "pool", jobs=2, threads=2, **kw)  # 1 thread per process
+    serial = sweep(corpus, tmp_path / "serial", **kw)
+    assert pool.trained == serial.trained == ["norm-t0.01-s1", "norm-t10-s1"]
+    for a, b in zip(pool.rows, serial.rows, strict=True):
+        assert {**a, "wall_seconds": 0} == {**b, "wall_seconds": 0}
