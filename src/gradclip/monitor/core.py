@@ -159,6 +159,8 @@ class GradMonitor:
         self._steps = 0
         self._last_warned: dict[str, int] = {}
         self._handles: list[Any] = []
+        self._seam_norm_type: float | None = self.norm_type
+        self._seam_skips = False
 
     # ------------------------------------------------------------------ wiring
     def attach(self, optimizer: Any) -> Any:
@@ -170,6 +172,15 @@ class GradMonitor:
         Returns:
             The handle; ``handle.remove()`` detaches.
         """
+        clipper = getattr(optimizer, "clipper", None)
+        if clipper is not None:  # the seam's per-tensor norms are in the clipper's order p
+            p = (
+                2.0
+                if getattr(clipper, "name", "") == "agc"
+                else getattr(clipper, "norm_type", None)
+            )
+            self._seam_norm_type = None if p is None else float(p)
+            self._seam_skips = getattr(clipper, "nonfinite", "") == "skip"
         handle = optimizer.add_observer(self)
         self._handles.append(handle)
         return handle
@@ -199,14 +210,13 @@ class GradMonitor:
         params = list(obs.params)
         names = self._resolve(obs.names or [""] * len(params), params)
         norms = obs.tensor_norms
-        if norms is None or getattr(obs, "norm_type", self.norm_type) != self.norm_type:
+        if norms is None or self._seam_norm_type != self.norm_type:
             norms = tensor_norms(list(obs.grads), self.norm_type)
         s = obs.stats
-        skipped = getattr(obs, "skipped", None)
         head = [getattr(s, f) for f in _STATS]
-        head.append(
-            skipped if isinstance(skipped, Tensor) else torch.tensor(bool(skipped or False))
-        )
+        # a non-finite step is skipped under the "skip" policy (and always under GradScaler,
+        # which the observation does not tell: there it is recorded as not skipped)
+        head.append(~s.finite if self._seam_skips else torch.zeros_like(s.finite))
         dev = norms.device
         row = torch.cat([torch.stack([h.to(dev) for h in head]).to(torch.float32), norms.float()])
         self._push(int(obs.step), names, row, None, True, [p for p in params if p is not None])
