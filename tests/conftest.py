@@ -65,5 +65,5 @@ def make_corpus() -> Callable[..., Path]:
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    """A tiny generated corpus (about 74 steps per epoch with the ``test`` config)."""
+    """A tiny generated corpus (84 steps per epoch with the ``test`` config)."""
     return _make_corpus(tmp_path / "data")

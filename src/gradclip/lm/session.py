@@ -111,7 +111,9 @@ def build_model(cfg: LMConfig, vocab_size: int, device: torch.device) -> PTBMode
     is a UserError saying how big the model was."""
     try:
         return PTBModel.from_config(cfg, vocab_size).to(device)
-    except (torch.OutOfMemoryError, MemoryError):
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "can't allocate memory" not in str(exc):
+            raise  # CPU allocation failures are plain RuntimeErrors; anything else is a bug
         h, layers = cfg.hidden_size, cfg.num_layers
         approx = 2 * vocab_size * h + vocab_size + layers * 8 * h * (h + 1)
         raise UserError(
