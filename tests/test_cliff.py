@@ -9,6 +9,8 @@ import torch
 
 from gradclip.diagnostics.cliff import cliff_loss, cliff_surface, descend, plot_cliff
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def scalar_loss(w: float, b: float, steps: int = 50) -> float:
     """The recurrence in plain Python floats (independent of torch)."""

@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from gradclip.diagnostics import temporal_profile
 from gradclip.diagnostics.profile import TemporalProfile
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class LinearRNN(nn.RNN):
     """h_t = W h_{t−1} + U x_t (identity activation), through nn.RNN's call contract."""

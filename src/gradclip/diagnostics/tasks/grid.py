@@ -1,0 +1,189 @@
+"""Grids of task runs: parallel jobs, a progress bar, the success table and plot, the run folder.
+
+A tasks run folder holds ``tasks.json`` (``{"kind": "tasks", "settings": …, "results":
+[TaskResult.to_dict(), …]}``, strict JSON) and ``success.png`` (success rate
+against length, one line per task and method).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gradclip.diagnostics.tasks.generators import TASKS
+from gradclip.diagnostics.tasks.train import TaskConfig, TaskResult, train_task
+
+__all__ = [
+    "RESULTS_FILE",
+    "SUCCESS_PLOT",
+    "grid_configs",
+    "plot_success",
+    "read_results",
+    "run_grid",
+    "success_table",
+    "write_results",
+]
+
+RESULTS_FILE = "tasks.json"
+SUCCESS_PLOT = "success.png"
+
+
+def grid_configs(
+    tasks: Sequence[str],
+    lengths: Sequence[int],
+    seeds: Sequence[int],
+    methods: Sequence[str],
+    **options: Any,
+) -> list[TaskConfig]:
+    """Every (task, length, method, seed) combination as a :class:`TaskConfig`.
+
+    Example:
+        >>> len(grid_configs(["torder"], [20, 50], [0, 1, 2], ["none", "norm:max_norm=1"]))
+        12
+    """
+    return [
+        TaskConfig(task=t, length=n, seed=s, method=m, **options)
+        for t in tasks
+        for n in lengths
+        for m in methods
+        for s in seeds
+    ]
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def run_grid(
+    configs: Sequence[TaskConfig],
+    jobs: int = 1,
+    progress: bool = True,
+    on_result: Callable[[TaskResult], None] | None = None,
+) -> list[TaskResult]:
+    """Train every config, ``jobs`` at a time in worker processes, with a tqdm bar.
+
+    The CPU's threads are split between the jobs (``torch.set_num_threads(cpus // jobs)``
+    in each worker). Results come back in ``configs`` order.
+
+    Args:
+        configs: the runs.
+        jobs: parallel processes (1 runs in this process).
+        progress: show the bar (also off when stderr is not a terminal).
+        on_result: called with each result as it finishes.
+
+    Returns:
+        One :class:`TaskResult` per config.
+    """
+    from tqdm.auto import tqdm
+
+    if jobs < 1:
+        raise ValueError(f"jobs must be ≥ 1, got {jobs}")
+    bar = tqdm(total=len(configs), desc="task runs", unit="run", disable=not progress or None)
+    results: list[TaskResult | None] = [None] * len(configs)
+    try:
+        if jobs == 1:
+            for i, cfg in enumerate(configs):
+                results[i] = _done(train_task(cfg), bar, on_result)
+        else:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            ctx = torch.multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(jobs, ctx, _init_worker, (threads,)) as pool:
+                futures = {pool.submit(train_task, cfg): i for i, cfg in enumerate(configs)}
+                for fut in as_completed(futures):
+                    results[futures[fut]] = _done(fut.result(), bar, on_result)
+    finally:
+        bar.close()
+    return [r for r in results if r is not None]
+
+
+def _done(r: TaskResult, bar: Any, cb: Callable[[TaskResult], None] | None) -> TaskResult:
+    bar.update(1)
+    bar.set_postfix_str(f"{r.config.task} L={r.config.length} {r.config.method}")
+    if cb is not None:
+        cb(r)
+    return r
+
+
+def _groups(results: Iterable[TaskResult]) -> dict[tuple[str, str], dict[int, list[TaskResult]]]:
+    out: dict[tuple[str, str], dict[int, list[TaskResult]]] = {}
+    for r in results:
+        key = (r.config.task, r.config.method)
+        out.setdefault(key, {}).setdefault(r.config.length, []).append(r)
+    return out
+
+
+def success_table(results: Sequence[TaskResult]) -> str:
+    """A Markdown table: success rate (successes/seeds), mean error %, divergences, per
+    task × method × length.
+
+    Example:
+        >>> print(success_table([]))
+        | task | method | length | success | mean error | diverged | mean steps |
+        |---|---|---|---|---|---|---|
+    """
+    lines = [
+        "| task | method | length | success | mean error | diverged | mean steps |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (task, method), by_len in _groups(results).items():
+        for length in sorted(by_len):
+            rs = by_len[length]
+            ok = sum(r.success for r in rs)
+            err = sum(r.error for r in rs) / len(rs)
+            div = sum(r.diverged for r in rs)
+            steps = sum(r.steps_run for r in rs) / len(rs)
+            lines.append(
+                f"| {TASKS[task].title} | {method} | {length} | {ok}/{len(rs)} | "
+                f"{100 * err:.1f} % | {div} | {steps:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def success_axes(ax: Any, results: Sequence[TaskResult]) -> None:
+    """Success rate against length, one line per (task, method)."""
+    for (task, method), by_len in _groups(results).items():
+        xs = sorted(by_len)
+        ys = [sum(r.success for r in by_len[n]) / len(by_len[n]) for n in xs]
+        ax.plot(xs, ys, "-o", label=f"{TASKS[task].title}, {method}")
+    ax.set_xlabel("sequence length L")
+    ax.set_ylabel("success rate (< 1 % wrong of fresh sequences)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def plot_success(results: Sequence[TaskResult], path: str | Path) -> Path:
+    """Write the success-rate-against-length plot as a PNG (atomically)."""
+    from gradclip.diagnostics import plots
+
+    fig, ax = plots.figure(6.4, 4.0)
+    success_axes(ax, results)
+    ax.set_title("Pascanu's tasks: 50-unit tanh RNN, SGD with and without clipping", fontsize=9)
+    return plots.save(fig, path)
+
+
+def write_results(
+    folder: str | Path, results: Sequence[TaskResult], settings: dict[str, Any]
+) -> Path:
+    """Write ``tasks.json`` and ``success.png`` into ``folder`` (created if needed)."""
+    from gradclip.diagnostics import plots
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = {"kind": "tasks", "settings": settings, "results": [r.to_dict() for r in results]}
+    text = json.dumps(doc, indent=1, allow_nan=False)
+    plots.write_atomic(folder / RESULTS_FILE, text.encode())
+    plot_success(results, folder / SUCCESS_PLOT)
+    return folder
+
+
+def read_results(folder: str | Path) -> tuple[list[TaskResult], dict[str, Any]]:
+    """Read ``tasks.json`` back: the results and the settings."""
+    doc = json.loads((Path(folder) / RESULTS_FILE).read_text(encoding="utf-8"))
+    return [TaskResult.from_dict(r) for r in doc["results"]], doc.get("settings", {})
