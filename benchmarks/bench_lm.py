@@ -52,7 +52,7 @@ from gradclip.lm.data import Batches
 from gradclip.lm.model import PTBModel
 from gradclip.lm.reporting import MetricsLog, Progress, make_tb_writer
 from gradclip.lm.session import make_optimizer
-from gradclip.lm.train import train_step
+from gradclip.lm.loop import train_step
 
 
 class ExamplesRNNModel(nn.Module):
@@ -114,7 +114,7 @@ class ExamplesLoop:
 class GradclipLoop:
     """The ``gradclip train`` step loop with (full) or without (bare) clip + logging.
 
-    ``full`` repeats the per-step bookkeeping of :func:`gradclip.lm.train._loop`:
+    ``full`` repeats the per-step bookkeeping of :func:`gradclip.lm.loop.run_loop`:
     the running sums, the metrics row and a progress refresh every 50 steps."""
 
     def __init__(

@@ -253,7 +253,7 @@ def test_cuda_step_loop_has_no_host_sync(tmp_path):
     from gradclip.lm.model import PTBModel
     from gradclip.lm.reporting import MetricsLog
     from gradclip.lm.session import make_optimizer
-    from gradclip.lm.train import train_step
+    from gradclip.lm.loop import train_step
 
     cfg, _ = load_config("test")
     dev = torch.device("cuda")
