@@ -74,7 +74,9 @@ def test_tensorboard_scalars_round_trip(tmp_path):
 
     mem = MemorySink()
     model = make_model()
-    mon = GradMonitor(model, sinks=[mem, TensorBoardSink(tmp_path)], warn=False, warmup=10)
+    mon = GradMonitor(
+        model, sinks=[mem, TensorBoardSink(tmp_path)], warn=False, warmup=10, update_ratio_every=10
+    )
     training(mon, model, steps=12, nan_at=-1)
     mon.close()
     acc = EventAccumulator(str(tmp_path))

@@ -82,8 +82,12 @@ class GradMonitor:
         norm_type: order of the norms computed in :meth:`observe`.
         flush_every: steps between automatic flushes.
         update_ratio_every: measure ``‖Δθ‖/‖θ‖`` every this many steps (0: never).
-        explode_factor, window, warmup, vanish_floor, vanish_factor,
-            vanish_patience: the event rules (:class:`EventRules`).
+        explode_factor: explosion when the norm exceeds this × the running median.
+        window: steps in the running median.
+        warmup: finite norms seen before an explosion can be flagged.
+        vanish_floor: a layer norm at or below this is "vanishing".
+        vanish_factor: so is one this many times below the layer's running mean.
+        vanish_patience: consecutive low steps before a vanishing event.
         warn: raise warnings for events.
         warn_every: minimum steps between two warnings of the same kind.
 
@@ -107,7 +111,7 @@ class GradMonitor:
         sinks: Iterable[Sink] | None = None,
         norm_type: float = 2.0,
         flush_every: int = 50,
-        update_ratio_every: int = 10,
+        update_ratio_every: int = 100,
         explode_factor: float = 5.0,
         window: int = 100,
         warmup: int = 20,

@@ -83,11 +83,15 @@ class Grouping:
         Returns:
             ``steps`` lists of ``len(layers)`` floats.
         """
-        cols = [
-            [
-                float(combine_partial_norms(row.index_select(0, idx), norm_type))
-                for idx in self._index
-            ]
-            for row in norms
-        ]
-        return cols
+        out = []
+        for row in norms:
+            values = row.tolist()
+            out.append(
+                [
+                    values[m[0]]
+                    if len(m) == 1  # a one-tensor layer: its norm as is
+                    else float(combine_partial_norms(row.index_select(0, idx), norm_type))
+                    for m, idx in zip(self.members, self._index, strict=True)
+                ]
+            )
+        return out

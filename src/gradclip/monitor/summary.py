@@ -73,7 +73,8 @@ class Summary:
                 self.layer_max[name] = max(self.layer_max.get(name, -math.inf), v)
                 self.layer_sum[name] += v
                 self.layer_count[name] += 1
-        self.events.update(e["event"] for e in events)
+        if events:
+            self.events.update(e["event"] for e in events)
 
     def as_dict(self, worst: int = 3) -> dict[str, Any]:
         """The summary as plain values.
