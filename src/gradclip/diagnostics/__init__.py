@@ -8,7 +8,10 @@ Submodules are imported on first use, so ``import gradclip.diagnostics`` stays l
 * :func:`cliff_loss`, :func:`cliff_surface`, :func:`descend` (``diagnostics.cliff``):
   Pascanu's single-unit cliff;
 * :mod:`gradclip.diagnostics.tasks`: Pascanu's six long-range tasks;
-* :func:`write_report` (``diagnostics.report``): one self-contained HTML report.
+* :func:`write_report` (``diagnostics.report``): one self-contained HTML report;
+* :func:`suggest`, :func:`suggest_from_norms` (``diagnostics.suggest``) and the rules of
+  ``diagnostics.thresholds``: a clipping threshold from measured gradient norms;
+* :func:`run_sweep` (``diagnostics.sweep``): short runs over thresholds × methods × seeds.
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ _EXPORTS = {
     "CliffSurface": "gradclip.diagnostics.cliff",
     "CliffTrajectory": "gradclip.diagnostics.cliff",
     "write_report": "gradclip.diagnostics.report",
+    "suggest": "gradclip.diagnostics.suggest",
+    "suggest_from_norms": "gradclip.diagnostics.suggest",
+    "Suggestion": "gradclip.diagnostics.suggest",
+    "plot_norm_histogram": "gradclip.diagnostics.suggest",
+    "threshold_rules": "gradclip.diagnostics.thresholds",
+    "run_sweep": "gradclip.diagnostics.sweep",
+    "SweepResult": "gradclip.diagnostics.sweep",
 }
 
 __all__ = sorted(_EXPORTS)
