@@ -250,10 +250,10 @@ def test_cuda_step_loop_has_no_host_sync(tmp_path):
     """With metrics on (flushed later) and no progress bar, training steps never sync."""
     from gradclip.lm.config import load_config
     from gradclip.lm.data import Batches
+    from gradclip.lm.loop import train_step
     from gradclip.lm.model import PTBModel
     from gradclip.lm.reporting import MetricsLog
     from gradclip.lm.session import make_optimizer
-    from gradclip.lm.loop import train_step
 
     cfg, _ = load_config("test")
     dev = torch.device("cuda")
