@@ -31,16 +31,14 @@ from torch import Tensor
 
 from gradclip.monitor.events import EventDetector, EventRules
 from gradclip.monitor.grouping import GroupBy, Grouping, default_group_by
+from gradclip.monitor.records import HEAD, STATS, step_record
 from gradclip.monitor.sinks import MemorySink, Sink
 from gradclip.monitor.summary import Summary
 from gradclip.ops import tensor_norms
-from gradclip.ops.reduce import combine_partial_norms
 
 __all__ = ["GradMonitor", "GradMonitorWarning"]
 
 Record = dict[str, Any]
-_STATS = ("norm", "clipped_norm", "scale", "threshold", "clipped", "finite")
-_HEAD = len(_STATS) + 1  # + skipped
 
 
 class GradMonitorWarning(UserWarning):
@@ -217,7 +215,7 @@ class GradMonitor:
         if norms is None or self._seam_norm_type != self.norm_type:
             norms = tensor_norms(list(obs.grads), self.norm_type)
         s = obs.stats
-        head = [getattr(s, f) for f in _STATS]
+        head = [getattr(s, f) for f in STATS]
         # a non-finite step is skipped under the "skip" policy (and always under GradScaler,
         # which the observation does not tell: there it is recorded as not skipped)
         head.append(~s.finite if self._seam_skips else torch.zeros_like(s.finite))
@@ -279,7 +277,7 @@ class GradMonitor:
         names = self._resolve([n for n, _ in with_grad], [p for _, p in with_grad])
         grads = [p.grad for _, p in with_grad]
         norms = tensor_norms(grads, self.norm_type).float()
-        head = torch.full((_HEAD,), math.nan, dtype=torch.float32, device=norms.device)
+        head = torch.full((HEAD,), math.nan, dtype=torch.float32, device=norms.device)
         row = torch.cat([head, norms])
         s = self._steps if step is None else int(step)
         self._push(s, names, row, max_norm, False, [p for _, p in with_grad])
@@ -337,20 +335,12 @@ class GradMonitor:
         values = host.tolist()
         for i, (step, names, max_norm, has_stats) in enumerate(meta):
             a = starts[i]
-            tn = host[a + _HEAD : a + sizes[i]]
-            grouping = self._grouping(names)
-            rec = self._step_record(step, values[a : a + _HEAD], tn, max_norm, has_stats)
-            layer_vals = grouping.combine(tn.unsqueeze(0), self.norm_type)[0]
-            rec["layers"] = dict(zip(grouping.layers, layer_vals, strict=True))
-            if i in upd_at:
-                t = len(names)
-                u = host[upd_at[i] : upd_at[i] + 2 * t]
-                num = grouping.combine(u[:t].unsqueeze(0), 2.0)[0]
-                den = grouping.combine(u[t:].unsqueeze(0), 2.0)[0]
-                rec["update_ratio"] = {
-                    layer: (x / y if y > 0 else math.nan)
-                    for layer, x, y in zip(grouping.layers, num, den, strict=True)
-                }
+            tn = host[a + HEAD : a + sizes[i]]
+            upd = host[upd_at[i] : upd_at[i] + 2 * len(names)] if i in upd_at else None
+            rec = step_record(
+                step, values[a : a + HEAD], tn, self._grouping(names), self.norm_type,
+                max_norm=max_norm, has_stats=has_stats, update=upd,
+            )  # fmt: skip
             bad: list[str] = []
             if not rec["finite"]:  # lazily: who turned non-finite
                 bad = [names[j] for j, v in enumerate(tn.tolist()) if not math.isfinite(v)]
@@ -369,36 +359,6 @@ class GradMonitor:
         if g is None:
             g = self._groupings[names] = Grouping(names, self.group_by)
         return g
-
-    def _step_record(
-        self, step: int, head: list[float], tn: Tensor, max_norm: float | None, has_stats: bool
-    ) -> Record:
-        if has_stats:
-            norm, clipped_norm, scale, threshold, clipped, finite, skipped = head
-            return {
-                "kind": "step",
-                "step": step,
-                "norm": norm,
-                "clipped_norm": clipped_norm,
-                "clip_coef": scale,
-                "threshold": threshold,
-                "clipped": bool(clipped),
-                "skipped": bool(skipped),
-                "finite": bool(finite),
-            }
-        norm = float(combine_partial_norms(tn, self.norm_type))
-        coef = 1.0 if max_norm is None else min(1.0, max_norm / (norm + 1e-6))
-        return {
-            "kind": "step",
-            "step": step,
-            "norm": norm,
-            "clipped_norm": norm * coef,
-            "clip_coef": coef,
-            "threshold": max_norm,
-            "clipped": coef < 1.0,
-            "skipped": False,
-            "finite": math.isfinite(norm),
-        }
 
     def _warn(self, event: Record) -> None:
         kind = event["event"]
