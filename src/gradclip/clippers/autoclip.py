@@ -9,8 +9,7 @@ from torch import Tensor
 
 from gradclip.clippers.base import STATE_DTYPE, Clipper
 from gradclip.clippers.options import (
-    NONFINITE,
-    NORM_TYPE,
+    COMMON,
     Option,
     number_in,
     positive_int,
@@ -57,8 +56,7 @@ class AutoClip(Clipper):
         Option("percentile", float, 10.0, "clip at this percentile of the norm history",
                number_in(0, 100)),
         Option("window", int, 1000, "how many recent finite norms to keep", positive_int),
-        NORM_TYPE,
-        NONFINITE,
+        *COMMON,
     )  # fmt: skip
     percentile: float
     window: int

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from gradclip.clippers.base import Clipper
-from gradclip.clippers.options import NONFINITE, NORM_TYPE
+from gradclip.clippers.options import COMMON
 from gradclip.clippers.registry import register_clipper
 
 
@@ -33,7 +33,7 @@ class NoClip(Clipper):
     """
 
     name = "none"
-    options = (NORM_TYPE, NONFINITE)
+    options = COMMON
     writes = False
 
     def _threshold(self, norm: Tensor, finite: Tensor) -> tuple[Tensor, Tensor]:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from gradclip.clippers.base import Clipper
-from gradclip.clippers.options import NONFINITE, NORM_TYPE, Option, threshold
+from gradclip.clippers.options import COMMON, Option, threshold
 from gradclip.clippers.registry import register_clipper
 
 
@@ -38,8 +38,7 @@ class NormClip(Clipper):
     options = (
         Option("max_norm", float, 1.0, "clip the global norm at this value",
                threshold(allow_tensor=True)),
-        NORM_TYPE,
-        NONFINITE,
+        *COMMON,
     )  # fmt: skip
     max_norm: float | Tensor
 

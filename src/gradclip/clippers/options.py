@@ -20,6 +20,7 @@ from torch import Tensor
 from gradclip.ops import check_norm_type, check_threshold
 
 __all__ = [
+    "COMMON",
     "NONFINITE",
     "NONFINITE_POLICIES",
     "NORM_TYPE",
@@ -174,3 +175,5 @@ NONFINITE = Option(
     "non-finite gradients: propagate (NaN, like TensorFlow), error, or skip the step",
     choice(*NONFINITE_POLICIES), kw_only=True,
 )  # fmt: skip
+#: The options every norm-based clipper shares, after its own.
+COMMON = (NORM_TYPE, NONFINITE)

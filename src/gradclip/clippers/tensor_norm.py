@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from gradclip.clippers.base import ClipBatch, ClipOutcome, Clipper, NonFinitePolicy, local_stats
-from gradclip.clippers.options import NONFINITE, NORM_TYPE, Option, threshold
+from gradclip.clippers.options import COMMON, Option, threshold
 from gradclip.clippers.registry import register_clipper
 from gradclip.ops import dispatch
 from gradclip.ops.reduce import combine_partial_norms
@@ -38,8 +38,7 @@ class TensorNormClip(Clipper):
     name = "tensor-norm"
     options = (
         Option("max_norm", float, 1.0, "clip each tensor's norm at this value", threshold()),
-        NORM_TYPE,
-        NONFINITE,
+        *COMMON,
     )
     global_scale = False
     max_norm: float

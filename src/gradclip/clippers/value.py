@@ -7,7 +7,7 @@ import math
 import torch
 
 from gradclip.clippers.base import ClipBatch, ClipOutcome, Clipper, NonFinitePolicy, local_stats
-from gradclip.clippers.options import NONFINITE, NORM_TYPE, Option, threshold
+from gradclip.clippers.options import COMMON, Option, threshold
 from gradclip.clippers.registry import register_clipper
 from gradclip.ops import clamp_dense_, clip_by_value, global_norm
 
@@ -40,8 +40,7 @@ class ValueClip(Clipper):
     name = "value"
     options = (
         Option("clip_value", float, 1.0, "clamp every entry to [-v, v]", threshold()),
-        NORM_TYPE,
-        NONFINITE,
+        *COMMON,
     )
     global_scale = False
     clip_value: float

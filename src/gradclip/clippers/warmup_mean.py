@@ -9,8 +9,7 @@ from torch import Tensor
 
 from gradclip.clippers.base import STATE_DTYPE, Clipper, scalar_state
 from gradclip.clippers.options import (
-    NONFINITE,
-    NORM_TYPE,
+    COMMON,
     Option,
     number_in,
     positive_int,
@@ -65,8 +64,7 @@ class WarmupMeanClip(Clipper):
                number_in(0.5, 10, why="within Pascanu's 'half to ten times' range")),
         Option("warmup_cap", float, 10.0, "cap each warm-up norm at this x the running mean",
                threshold(), optional=True, kw_only=True),
-        NORM_TYPE,
-        NONFINITE,
+        *COMMON,
     )  # fmt: skip
     warmup_steps: int
     factor: float

@@ -9,8 +9,7 @@ from torch import Tensor
 
 from gradclip.clippers.base import STATE_DTYPE, Clipper, scalar_state
 from gradclip.clippers.options import (
-    NONFINITE,
-    NORM_TYPE,
+    COMMON,
     Option,
     number_in,
     positive_int,
@@ -72,8 +71,7 @@ class ZClip(Clipper):
         Option("warmup", int, 25, "finite norms measured before clipping starts", positive_int),
         Option("warmup_max_norm", float, None, "fixed threshold during warm-up (none: off)",
                threshold(), optional=True, kw_only=True),
-        NORM_TYPE,
-        NONFINITE,
+        *COMMON,
     )  # fmt: skip
     z_threshold: float
     alpha: float
