@@ -45,7 +45,11 @@ STATE_DTYPE = torch.float32
 
 
 def scalar_state() -> Tensor:
-    """A fresh 0-d statistic (float32 zero)."""
+    """A fresh 0-d statistic.
+
+    Returns:
+        ``tensor(0.)`` in the statistics' dtype (float32).
+    """
     return torch.zeros((), dtype=STATE_DTYPE)
 
 
@@ -172,7 +176,14 @@ class NonFinitePolicy:
 
     @classmethod
     def of(cls, mode: object) -> NonFinitePolicy:
-        """Validate ``mode`` (``"propagate"``, ``"error"`` or ``"skip"``)."""
+        """Validate a policy name.
+
+        Args:
+            mode: ``"propagate"``, ``"error"`` or ``"skip"``.
+
+        Returns:
+            The policy.
+        """
         if mode not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {mode!r}")
         return cls(cast(NonFinite, mode))
@@ -183,7 +194,13 @@ class NonFinitePolicy:
         return self.mode == "skip"
 
     def check(self, finite: Tensor, norm: Tensor, who: str) -> None:
-        """Under ``"error"``, raise ``FloatingPointError`` (one host sync) if not ``finite``."""
+        """Under ``"error"``, raise ``FloatingPointError`` (one host sync) if not ``finite``.
+
+        Args:
+            finite: 0-d bool tensor, whether the norm is finite.
+            norm: the norm, for the message.
+            who: the clipper's ``repr``, for the message.
+        """
         if self.mode == "error" and not bool(finite):
             raise FloatingPointError(
                 f"{who}: the gradient norm is {float(norm)}; gradients were left untouched. "
@@ -192,18 +209,42 @@ class NonFinitePolicy:
 
     def poison(self, value: Tensor, norm: Tensor) -> Tensor:
         """Under ``"propagate"``, ``value + (n − n)``: NaN where ``norm`` is inf or NaN
-        (TensorFlow's error signal); ``value`` otherwise."""
+        (TensorFlow's error signal); ``value`` otherwise.
+
+        Args:
+            value: a factor or a norm derived from ``norm``.
+            norm: the norm(s) it derives from (broadcastable to ``value``).
+
+        Returns:
+            ``value``, poisoned under ``"propagate"``.
+        """
         return value + (norm - norm) if self.mode == "propagate" else value
 
     def guard(self, factor: Tensor, norms: Tensor, finite: Tensor) -> Tensor:
         """The scale factor to apply: poisoned under ``"propagate"``, 1 (untouched)
-        under ``"skip"`` when not ``finite``, as is under ``"error"``."""
+        under ``"skip"`` when not ``finite``, as is under ``"error"``.
+
+        Args:
+            factor: the clip factors (0-d, per tensor or per unit).
+            norms: the norms they were computed from (same shape).
+            finite: 0-d bool tensor, whether the global norm is finite.
+
+        Returns:
+            The factors to multiply the gradients by.
+        """
         if self.skips:
             return torch.where(finite.to(factor.device), factor, 1.0)
         return self.poison(factor, norms)
 
     def should_step(self, finite: Tensor) -> bool:
-        """Whether to call an unfused ``optimizer.step()`` (the one host sync of ``"skip"``)."""
+        """Whether to call an unfused ``optimizer.step()`` (the one host sync of ``"skip"``).
+
+        Args:
+            finite: 0-d bool tensor, whether the global norm is finite.
+
+        Returns:
+            False only under ``"skip"`` with a non-finite norm.
+        """
         return not self.skips or bool(finite)
 
 
@@ -216,7 +257,11 @@ class ClipOutcome:
     _norms: Tensor | Callable[[], Tensor] | None = None
 
     def tensor_norms(self) -> Tensor | None:
-        """1-d per-tensor pre-clip norms in input order (built on demand), or None."""
+        """The per-tensor pre-clip norms (built on demand, from what the clip computed).
+
+        Returns:
+            A 1-d tensor in input order, or None.
+        """
         return self._norms() if callable(self._norms) else self._norms
 
 
@@ -400,7 +445,18 @@ class Clipper:
 def local_stats(
     norm: Tensor, finite: Tensor, threshold: float, clipped_norm: Tensor, clipped: Tensor
 ) -> ClipStats:
-    """:class:`ClipStats` of a per-tensor clip, from its global norms before and after."""
+    """:class:`ClipStats` of a per-tensor clip, from its global norms before and after.
+
+    Args:
+        norm: the pre-clip global norm.
+        finite: whether ``norm`` is finite.
+        threshold: the clipper's threshold.
+        clipped_norm: the post-clip global norm.
+        clipped: whether any tensor or unit was clipped.
+
+    Returns:
+        The stats; ``scale = clipped_norm / norm`` (1 for a zero norm).
+    """
     scale = torch.where(norm > 0, clipped_norm / torch.where(norm > 0, norm, 1.0), 1.0)
     thr = torch.full((), threshold, dtype=norm.dtype, device=norm.device)
     return ClipStats(norm, thr, scale, clipped_norm, finite & clipped, finite)

@@ -64,14 +64,28 @@ class Option:
     kw_only: bool = False
 
     def validate(self, value: Any) -> Any:
-        """Return ``value`` checked and normalised (e.g. ints become floats)."""
+        """Check and normalise a value of this option.
+
+        Args:
+            value: the value given (``None`` for an optional option).
+
+        Returns:
+            The value to store (e.g. an int becomes a float).
+        """
         if value is None and self.optional:
             return None
         return self.check(value, self.name)
 
 
 def suggest(word: str, choices: Sequence[str]) -> str:
-    """``"did you mean 'x'? "`` for the closest of ``choices``, or ``""``.
+    """The nearest-name hint of error messages.
+
+    Args:
+        word: the unknown word.
+        choices: the known words.
+
+    Returns:
+        ``"did you mean 'x'? "`` for the closest of ``choices``, or ``""``.
 
     Example:
         >>> suggest("nrom", ["none", "norm"])
@@ -118,7 +132,15 @@ def validate_options(
 
 # --------------------------------------------------------------------------- checks
 def threshold(*, allow_inf: bool = True, allow_tensor: bool = False) -> Check:
-    """A clipping threshold: a positive number (zero, NaN, bools rejected), or a 0-d tensor."""
+    """A clipping threshold: a positive number (zero, negative, NaN, bools rejected).
+
+    Args:
+        allow_inf: accept ``inf``.
+        allow_tensor: accept a 0-d tensor (taken unchecked: checking would sync).
+
+    Returns:
+        The check.
+    """
 
     def check(value: Any, name: str) -> Any:
         checked = check_threshold(value, name, allow_zero=False, allow_inf=allow_inf)
@@ -132,7 +154,18 @@ def threshold(*, allow_inf: bool = True, allow_tensor: bool = False) -> Check:
 def number_in(
     lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False, why: str = ""
 ) -> Check:
-    """A real number (not a bool, not NaN) in the interval from ``lo`` to ``hi``."""
+    """A real number (not a bool, not NaN) in the interval from ``lo`` to ``hi``.
+
+    Args:
+        lo: lower end.
+        hi: upper end.
+        lo_open: exclude ``lo``.
+        hi_open: exclude ``hi``.
+        why: replaces "in" in the message ("must be <why> [lo, hi]").
+
+    Returns:
+        The check (it returns a float).
+    """
     span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
 
     def check(value: Any, name: str) -> float:
@@ -149,14 +182,29 @@ def number_in(
 
 
 def positive_int(value: Any, name: str) -> int:
-    """An int ≥ 1 (not a bool)."""
+    """Check an int ≥ 1 (not a bool).
+
+    Args:
+        value: the value.
+        name: the option's name, for the message.
+
+    Returns:
+        ``value``.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
 
 
 def choice(*allowed: str) -> Check:
-    """One of ``allowed``."""
+    """A string among ``allowed``.
+
+    Args:
+        *allowed: the accepted values.
+
+    Returns:
+        The check.
+    """
 
     def check(value: Any, name: str) -> str:
         if value not in allowed:

@@ -91,7 +91,14 @@ def canonical_name(name: object) -> str:
 
 
 def clipper_class(name: str) -> type[Clipper]:
-    """Returns: the :class:`Clipper` subclass registered as ``name``."""
+    """The class behind a name.
+
+    Args:
+        name: a clipper name (spelling as in :func:`canonical_name`).
+
+    Returns:
+        The :class:`Clipper` subclass registered as ``name``.
+    """
     return _REGISTRY[canonical_name(name)][1]
 
 

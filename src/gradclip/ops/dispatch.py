@@ -67,7 +67,15 @@ class TensorGroup:
 
 
 def foreach_supported(tensors: Sequence[Tensor], device: torch.device) -> bool:
-    """True when torch's foreach kernels take ``tensors`` (dense, plain, on a foreach device)."""
+    """Whether torch's foreach kernels take ``tensors``.
+
+    Args:
+        tensors: the tensors of one group.
+        device: their device.
+
+    Returns:
+        True for dense, plain tensors on a device with foreach kernels.
+    """
     return device.type in (
         "cuda",
         "xpu",
@@ -116,7 +124,15 @@ def group_tensors(tensors: Sequence[Tensor], foreach: bool | None = None) -> lis
 def in_input_order(
     groups: Sequence[TensorGroup], per_group: Callable[[TensorGroup], Sequence[T]]
 ) -> list[T]:
-    """Run ``per_group`` (one result per member) on every group; results in input order."""
+    """Run ``per_group`` on every group and put the results back in input order.
+
+    Args:
+        groups: from :func:`group_tensors`.
+        per_group: returns one result per member of its group.
+
+    Returns:
+        One result per input tensor, in input order.
+    """
     out: dict[int, T] = {}
     for group in groups:
         out.update(zip(group.indices, per_group(group), strict=True))
@@ -124,7 +140,14 @@ def in_input_order(
 
 
 def dense_view(t: Tensor) -> Tensor:
-    """The stored values of ``t``: itself when dense, the coalesced values when sparse."""
+    """The stored values of ``t``.
+
+    Args:
+        t: a dense or sparse tensor.
+
+    Returns:
+        ``t`` itself when dense, the coalesced values when sparse.
+    """
     if t.layout == torch.sparse_coo:
         return t.coalesce()._values()
     if t.layout != torch.strided:
@@ -173,7 +196,15 @@ def mul_(
 
 
 def mul(tensors: Sequence[Tensor], factor: Tensor) -> list[Tensor]:
-    """``[t * factor for t in tensors]`` (new tensors, input order), fused per group."""
+    """``[t * factor for t in tensors]``, fused per group.
+
+    Args:
+        tensors: dense or sparse tensors.
+        factor: a 0-d tensor (cast to each group's device and dtype).
+
+    Returns:
+        New tensors, in input order.
+    """
 
     def one_group(group: TensorGroup) -> list[Tensor]:
         f = factor.to(group.device, group.dtype)
@@ -187,7 +218,13 @@ def mul(tensors: Sequence[Tensor], factor: Tensor) -> list[Tensor]:
 
 
 def clamp_(tensors: Sequence[Tensor], bound: Tensor | float, foreach: bool | None = None) -> None:
-    """Clamp every dense tensor in place to ``[-bound, bound]``, no sync (sparse are skipped)."""
+    """Clamp every dense tensor in place to ``[-bound, bound]``, no sync.
+
+    Args:
+        tensors: the tensors; sparse ones are skipped.
+        bound: a number or a 0-d tensor.
+        foreach: torch's rule (see :func:`group_tensors`).
+    """
     dense = [t for t in tensors if t.layout == torch.strided]
     for group in group_tensors(dense, foreach):
         if isinstance(bound, Tensor):  # torch's foreach clamps take no tensor bound

@@ -90,9 +90,19 @@ class ClippedOptimizer:
         return self.optimizer.defaults
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """The optimizer's ``zero_grad``.
+
+        Args:
+            set_to_none: set ``.grad`` to None instead of zeroing it.
+        """
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """The optimizer's ``add_param_group``.
+
+        Args:
+            param_group: the new group, as for torch.
+        """
         self.optimizer.add_param_group(param_group)
 
     # ---- counters
@@ -223,7 +233,11 @@ class ClippedOptimizer:
 
     # ---- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """``{"optimizer", "clipper", "steps", "clipped", "skipped"}``."""
+        """The state to checkpoint.
+
+        Returns:
+            ``{"optimizer", "clipper", "steps", "clipped", "skipped"}``.
+        """
         return {
             "optimizer": self.optimizer.state_dict(),
             "clipper": self.clipper.state_dict(),
@@ -233,7 +247,11 @@ class ClippedOptimizer:
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved; training then continues bit for bit."""
+        """Restore what :meth:`state_dict` saved; training then continues bit for bit.
+
+        Args:
+            state_dict: from :meth:`state_dict`.
+        """
         missing = {"optimizer", "clipper"} - set(state_dict)
         if missing:
             raise ValueError(f"not a ClippedOptimizer state_dict: missing {sorted(missing)}")
