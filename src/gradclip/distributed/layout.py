@@ -93,9 +93,12 @@ class Layout:
         whole = torch.nonzero(~sharded).flatten()
         h_sharded = packet.entries(local_norms[idx], counted[idx])
         h_whole = packet.total(local_norms[whole], counted[whole])
-        # A whole tensor's norm is exact here, so its post-clip norm is too.
-        h_post = None if post is None else packet.total(post(local_norms[whole]), counted[whole])
-        return _Pending(packet, local_norms, idx, h_sharded, h_whole, post, h_post)
+        h_post = h_lowered = None
+        if post is not None:  # a whole tensor's norm is exact here, so its post-clip norm is too
+            n_whole = local_norms[whole]
+            h_post = packet.total(post(n_whole), counted[whole])
+            h_lowered = packet.any(post(n_whole) < n_whole)
+        return _Pending(packet, local_norms, idx, h_sharded, h_whole, post, h_post, h_lowered)
 
     def add_units(self, packet: NormPacket, index: int, local_units: Tensor) -> int:
         """Put one tensor's local AGC unit norms (one per local row) at their global
@@ -157,6 +160,7 @@ class _Pending:
     h_whole: int
     post: Callable[[Tensor], Tensor] | None = None
     h_post: int | None = None
+    h_lowered: int | None = None
 
     def result(self) -> tuple[Tensor, Tensor]:
         """``(global per-tensor norms, global total)``, after ``packet.reduce()``."""
@@ -166,12 +170,15 @@ class _Pending:
         norms[self.sharded_index] = sharded
         return norms, combine_partial_norms(torch.cat([sharded, whole]), self.packet.p)
 
-    def post_total(self) -> Tensor:
-        """The global norm after clipping, ``‖(post(N_i))_i‖_p`` (needs ``post``)."""
-        assert self.post is not None and self.h_post is not None
-        sharded = self.post(self.packet.get(self.h_sharded).to(self.local_norms))
+    def post_total(self) -> tuple[Tensor, Tensor]:
+        """``(‖(post(N_i))_i‖_p, any_i post(N_i) < N_i)`` over every rank's tensors:
+        the global norm after clipping and whether any tensor was lowered (needs ``post``)."""
+        assert self.post is not None and self.h_post is not None and self.h_lowered is not None
+        n_sharded = self.packet.get(self.h_sharded).to(self.local_norms)
+        sharded = self.post(n_sharded)
         whole = self.packet.get(self.h_post).to(self.local_norms)
-        return combine_partial_norms(torch.cat([sharded, whole]), self.packet.p)
+        lowered = (sharded < n_sharded).any() | (self.packet.get(self.h_lowered)[0] > 0)
+        return combine_partial_norms(torch.cat([sharded, whole]), self.packet.p), lowered
 
 
 def layout(tensors: Sequence[Tensor], group: dist.ProcessGroup | None = None) -> Layout | None:

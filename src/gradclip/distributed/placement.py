@@ -26,11 +26,17 @@ giving the local rows' position in the global tensor.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.tensor import Placement
 
 __all__ = ["LocalShard", "is_dtensor", "local_shards"]
 
@@ -76,13 +82,24 @@ def _local_shard(t: Tensor, plain_distinct: bool) -> LocalShard:
         counted = plain_distinct or not dist.is_initialized() or dist.get_rank() == 0
         return LocalShard(t, counted, False, False, _rows(t.shape), 0)
     from torch.distributed.tensor import DTensor
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
     assert isinstance(t, DTensor)
-    mesh, placements = t.device_mesh, t.placements
+    how = _how(t.device_mesh, tuple(t.placements), tuple(t.shape))
+    return LocalShard(t.to_local(), *how)
+
+
+@functools.lru_cache(maxsize=4096)
+def _how(
+    mesh: DeviceMesh, placements: tuple[Placement, ...], shape: tuple[int, ...]
+) -> tuple[bool, bool, bool, int, int]:
+    """``(counted, sharded, units_split, global_rows, row_offset)`` of a DTensor
+    spec on this rank (cached: FSDP2 hands out new gradient objects each step,
+    with the same few specs)."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
     coord = mesh.get_coordinate()
     if coord is None:  # this rank holds nothing of it
-        return LocalShard(t.to_local(), False, True, False, _rows(t.shape), 0)
+        return False, True, False, _rows(shape), 0
     counted, sharded, units_split = True, False, False
     for dim, placement in enumerate(placements):
         if placement.is_partial():
@@ -90,21 +107,20 @@ def _local_shard(t: Tensor, plain_distinct: bool) -> LocalShard:
                 f"a gradient has a Partial placement on mesh dim {dim} ({placements}); its "
                 "norm needs the reduced value: redistribute it to Shard or Replicate first"
             )
-        size = mesh.size(dim)
         if placement.is_replicate():
             counted = counted and coord[dim] == 0
-        elif placement.is_shard() and size > 1:
+        elif placement.is_shard() and mesh.size(dim) > 1:
             sharded = True
             shard_dim = placement.dim  # type: ignore[attr-defined]
-            units_split = units_split or t.dim() <= 1 or shard_dim % t.dim() != 0
-    if t.dim() > 1:
-        _, offset = compute_local_shape_and_global_offset(t.shape, mesh, placements)
-        row_offset = int(offset[0])
+            units_split = units_split or len(shape) <= 1 or shard_dim % len(shape) != 0
+    row_offset = 0
+    if units_split and len(shape) > 1:  # only split units need their global rows
         if any(type(pl).__name__ == "_StridedShard" for pl in placements):
             row_offset = -1  # the local rows are not contiguous in the global tensor
-    else:
-        row_offset = 0
-    return LocalShard(t.to_local(), counted, sharded, units_split, _rows(t.shape), row_offset)
+        else:
+            _, offset = compute_local_shape_and_global_offset(shape, mesh, placements)
+            row_offset = int(offset[0])
+    return counted, sharded, units_split, _rows(shape), row_offset
 
 
 def local_shards(tensors: Sequence[Tensor], plain_distinct: bool = False) -> list[LocalShard]:

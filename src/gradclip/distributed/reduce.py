@@ -153,6 +153,18 @@ class NormPacket:
         one = x.amax().reshape(1) if self._max and x.numel() else x.sum().reshape(1)
         return self._add(one, norms, summed=True)
 
+    def any(self, flags: Tensor) -> int:
+        """Add booleans whose OR over all entries and ranks is wanted.
+
+        Args:
+            flags: a bool tensor (any shape).
+
+        Returns:
+            A handle; ``packet.get(handle)[0] > 0`` is the OR (a count of 1s
+            under ``SUM``, the largest under ``MAX``, either way positive iff any).
+        """
+        return self.total(flags.reshape(-1).to(torch.float32))
+
     def reduce(self) -> None:
         """The one all-reduce (``SUM``, or ``MAX`` for ``p = ∞``) of every part, in place."""
         zeros = torch.zeros(2, dtype=torch.int64, device=self.device)
