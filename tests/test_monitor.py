@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import torch
 from torch import Tensor, nn
 
+from gradclip.clippers import ClipStats
 from gradclip.monitor import GradMonitor, GradMonitorWarning, default_group_by
+from gradclip.optim import StepObservation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -155,34 +156,14 @@ def test_warnings_are_rate_limited():
     assert mon.summary()["events"]["explosion"] == len(explosions)
 
 
-@dataclass(frozen=True)
-class Stats:
-    norm: Tensor
-    threshold: Tensor
-    scale: Tensor
-    clipped_norm: Tensor
-    clipped: Tensor
-    finite: Tensor
-
-
-@dataclass(frozen=True)
-class Observation:
-    step: int
-    names: tuple[str, ...]
-    params: tuple[Tensor | None, ...]
-    grads: tuple[Tensor, ...]
-    tensor_norms: Tensor | None
-    stats: Stats
-
-
-def meta_observation(step: int, params: list[Tensor]) -> Observation:
+def meta_observation(step: int, params: list[Tensor]) -> StepObservation:
     def z(dtype: torch.dtype = torch.float32) -> Tensor:
         return torch.empty((), device="meta", dtype=dtype)
 
-    stats = Stats(z(), z(), z(), z(), z(torch.bool), z(torch.bool))
+    stats = ClipStats(z(), z(), z(), z(), z(torch.bool), z(torch.bool))
     norms = torch.empty(len(params), device="meta")
     grads = tuple(torch.empty_like(p) for p in params)
-    return Observation(step, ("a.w", "a.b", "b.w"), tuple(params), grads, norms, stats)
+    return StepObservation(step, ("a.w", "a.b", "b.w"), tuple(params), grads, norms, stats)
 
 
 def test_no_host_read_between_flushes_on_a_device():
@@ -215,7 +196,7 @@ def test_seam_path_reads_the_given_norms_without_sync(monkeypatch):
     grads = tuple(q.grad for q in params)
     norms = torch.stack([g.norm() for g in grads])
     total = norms.norm()
-    stats = Stats(
+    stats = ClipStats(
         total,
         torch.tensor(1.0),
         1 / total,
@@ -231,7 +212,7 @@ def test_seam_path_reads_the_given_norms_without_sync(monkeypatch):
     with monkeypatch.context() as m:
         for attr in ("item", "tolist", "__float__", "__bool__", "__int__", "__index__"):
             m.setattr(Tensor, attr, boom)
-        obs = Observation(7, names, params, grads, norms, stats)
+        obs = StepObservation(7, names, params, grads, norms, stats)
         mon.before_step(obs)
         mon.after_step(obs)
     mon.flush()
