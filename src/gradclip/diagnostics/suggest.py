@@ -329,6 +329,9 @@ def plot_norm_histogram(suggestion: Suggestion, path: str | Path, *, title: str 
     bins = np.logspace(math.log10(lo) - 0.05, math.log10(hi) + 0.05, 50)
     ax.hist(finite, bins=bins, color="0.6", edgecolor="0.3")
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
     colors = ["C0", "C1", "C2", "C3", "C4", "C5", "C6"]
     for r, color in zip(marks, colors, strict=False):
         width = 2.5 if r.name == suggestion.rule else 1.2
