@@ -1,16 +1,6 @@
-r"""The clipper protocol: :class:`Clipper`, :class:`ClipStats`, input collection,
-and :class:`NonFinitePolicy`, the one place where non-finite norms are handled.
-
-Non-finite gradients: every clipper takes ``nonfinite=``
-
-* ``"propagate"`` (default): no guard, TensorFlow semantics: a method that
-  scales by a norm-derived factor produces NaN (TensorFlow's error signal);
-  ``value`` clamps like ``tf.clip_by_value`` (NaN stays NaN). Statistics are
-  never updated with the non-finite norm.
-* ``"error"``: raise :class:`FloatingPointError` before anything is touched
-  (one host sync per call, the price of the check).
-* ``"skip"``: gradients and statistics are left untouched and ``stats.finite``
-  is False; :class:`gradclip.optim.ClippedOptimizer` then suppresses the step.
+r"""The clipper protocol: :class:`Clipper`, :class:`ClipStats`, input collection;
+it uses :class:`~gradclip.clippers.nonfinite.NonFinitePolicy`, the one place
+where non-finite norms are handled.
 """
 
 from __future__ import annotations
@@ -18,12 +8,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, TypeAlias, cast
+from typing import Any, ClassVar, TypeAlias
 
 import torch
 from torch import Tensor
 
-from gradclip.clippers.options import NONFINITE_POLICIES, NonFinite, Option, validate_options
+from gradclip.clippers.nonfinite import NonFinitePolicy
+from gradclip.clippers.options import NonFinite, Option, validate_options
 from gradclip.ops import scale_
 from gradclip.ops.checks import warn_if_nothing_to_clip
 from gradclip.ops.norms import norms_and_total
@@ -158,94 +149,6 @@ def collect(parameters: ClipInput) -> ClipBatch:
         batch.names.append(name)
     warn_if_nothing_to_clip(given, len(batch.grads), params_only)
     return batch
-
-
-# --------------------------------------------------------------------------- non-finite
-@dataclasses.dataclass(frozen=True)
-class NonFinitePolicy:
-    """What to do when the norm is not finite; the one helper every clipper and
-    :class:`~gradclip.optim.ClippedOptimizer` use (see the module docstring).
-
-    Example:
-        >>> policy = NonFinitePolicy.of("skip")
-        >>> policy.guard(torch.tensor([0.5]), torch.tensor([math.inf]), torch.tensor(False))
-        tensor([1.])
-    """
-
-    mode: NonFinite
-
-    @classmethod
-    def of(cls, mode: object) -> NonFinitePolicy:
-        """Validate a policy name.
-
-        Args:
-            mode: ``"propagate"``, ``"error"`` or ``"skip"``.
-
-        Returns:
-            The policy.
-        """
-        if mode not in NONFINITE_POLICIES:
-            raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {mode!r}")
-        return cls(cast(NonFinite, mode))
-
-    @property
-    def skips(self) -> bool:
-        """True under ``"skip"``: the optimizer step must be suppressed."""
-        return self.mode == "skip"
-
-    def check(self, finite: Tensor, norm: Tensor, who: str) -> None:
-        """Under ``"error"``, raise ``FloatingPointError`` (one host sync) if not ``finite``.
-
-        Args:
-            finite: 0-d bool tensor, whether the norm is finite.
-            norm: the norm, for the message.
-            who: the clipper's ``repr``, for the message.
-        """
-        if self.mode == "error" and not bool(finite):
-            raise FloatingPointError(
-                f"{who}: the gradient norm is {float(norm)}; gradients were left untouched. "
-                "Use nonfinite='skip' to skip such steps or 'propagate' to let NaN through."
-            )
-
-    def poison(self, value: Tensor, norm: Tensor) -> Tensor:
-        """Under ``"propagate"``, ``value + (n − n)``: NaN where ``norm`` is inf or NaN
-        (TensorFlow's error signal); ``value`` otherwise.
-
-        Args:
-            value: a factor or a norm derived from ``norm``.
-            norm: the norm(s) it derives from (broadcastable to ``value``).
-
-        Returns:
-            ``value``, poisoned under ``"propagate"``.
-        """
-        return value + (norm - norm) if self.mode == "propagate" else value
-
-    def guard(self, factor: Tensor, norms: Tensor, finite: Tensor) -> Tensor:
-        """The scale factor to apply: poisoned under ``"propagate"``, 1 (untouched)
-        under ``"skip"`` when not ``finite``, as is under ``"error"``.
-
-        Args:
-            factor: the clip factors (0-d, per tensor or per unit).
-            norms: the norms they were computed from (same shape).
-            finite: 0-d bool tensor, whether the global norm is finite.
-
-        Returns:
-            The factors to multiply the gradients by.
-        """
-        if self.skips:
-            return torch.where(finite.to(factor.device), factor, 1.0)
-        return self.poison(factor, norms)
-
-    def should_step(self, finite: Tensor) -> bool:
-        """Whether to call an unfused ``optimizer.step()`` (the one host sync of ``"skip"``).
-
-        Args:
-            finite: 0-d bool tensor, whether the global norm is finite.
-
-        Returns:
-            False only under ``"skip"`` with a non-finite norm.
-        """
-        return not self.skips or bool(finite)
 
 
 # --------------------------------------------------------------------------- base
