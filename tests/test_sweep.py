@@ -148,3 +148,16 @@ def test_jobs_run_cells_in_processes_with_the_same_results(corpus, tmp_path):
     assert pool.trained == serial.trained == ["norm-t0.01-s1", "norm-t10-s1"]
     for a, b in zip(pool.rows, serial.rows, strict=True):
         assert {**a, "wall_seconds": 0} == {**b, "wall_seconds": 0}
+
+
+def test_epoch_budget_reports_the_epochs_validation_perplexity(corpus, tmp_path):
+    from gradclip.lm import read_run
+
+    r = sweep(corpus, tmp_path / "sw", methods=["norm"], thresholds=[1.0], steps=None, epochs=1)
+    (row,) = r.rows
+    assert row["status"] == "finished" and row["steps"] > 8
+    summary = read_run(tmp_path / "sw" / row["run_dir"]).summary
+    assert summary is not None
+    assert row["valid_ppl"] == pytest.approx(summary["epochs"][-1]["valid_ppl"])
+    with pytest.raises(UserError, match="exactly one budget"):
+        sweep(corpus, tmp_path / "x", steps=3, epochs=1)
