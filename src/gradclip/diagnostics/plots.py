@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +18,7 @@ if TYPE_CHECKING:
 
     from gradclip.diagnostics.profile import TemporalProfile
 
-__all__ = ["figure", "plot_profile", "png_bytes", "png_data_uri", "save", "write_atomic"]
+__all__ = ["figure", "plot_profile", "png_bytes", "png_data_uri", "profile_axes", "save"]
 
 
 def figure(width: float = 6.4, height: float = 4.0, ncols: int = 1) -> tuple[Figure, Any]:
@@ -61,32 +59,13 @@ def png_data_uri(fig: Figure, dpi: int = 110) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(fig, dpi)).decode("ascii")
 
 
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``,
-    so a reader never sees a half-written file.
-
-    Args:
-        path: destination; its folder must exist.
-        data: the bytes.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` as a PNG, atomically."""
-    return write_atomic(path, png_bytes(fig, dpi))
+    """Write ``fig`` as a PNG, atomically (:func:`gradclip.lm.rundir.atomic_write_bytes`)."""
+    from gradclip.lm.rundir import atomic_write_bytes
+
+    path = Path(path)
+    atomic_write_bytes(path, png_bytes(fig, dpi))
+    return path
 
 
 def profile_axes(ax: Axes, profiles: Sequence[tuple[str, TemporalProfile]]) -> None:

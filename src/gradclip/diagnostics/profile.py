@@ -20,17 +20,29 @@ the exact per-step state Jacobians (``torch.func.jacrev``) and reports the
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["RecurrentWeight", "TemporalProfile", "temporal_profile"]
+__all__ = [
+    "PROFILE_FILE",
+    "PROFILE_PLOT",
+    "RecurrentWeight",
+    "TemporalProfile",
+    "temporal_profile",
+    "write_profile",
+]
+
+PROFILE_FILE = "profile.json"
+PROFILE_PLOT = "profile.png"
 
 _GAMMA = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25}
 
@@ -192,8 +204,8 @@ def _fit_growth(norms: list[float]) -> float:
 def _default_loss(out: Tensor, target: Tensor | None) -> Tensor:
     if target is None:
         return out.sum() / out.shape[0]
-    if target.dtype in (torch.int64, torch.int32):
-        return F.cross_entropy(out, target)
+    if not target.is_floating_point():
+        return F.cross_entropy(out, target.long())
     return F.mse_loss(out, target)
 
 
@@ -378,3 +390,27 @@ def _judge(
     return TemporalProfile(
         steps, norms, layer_norms, jac, weights, growth, verdict, evidence + ".", cell
     )
+
+
+def write_profile(folder: str | Path, prof: TemporalProfile, source: str) -> Path:
+    """Write ``folder/profile.png`` (log scale) and ``folder/profile.json`` (strict JSON,
+    ``{"kind": "profile", "source": …, "profile": prof.to_dict()}``), atomically.
+
+    Args:
+        folder: the output folder (created if needed).
+        prof: the profile.
+        source: one line saying what was measured.
+
+    Returns:
+        The folder.
+    """
+    from gradclip.diagnostics.plots import plot_profile
+    from gradclip.lm.rundir import atomic_write_bytes
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_profile([(source, prof)], folder / PROFILE_PLOT)
+    doc = {"kind": "profile", "source": source, "profile": prof.to_dict()}
+    text = json.dumps(doc, indent=1, allow_nan=False)
+    atomic_write_bytes(folder / PROFILE_FILE, text.encode("utf-8"))
+    return folder

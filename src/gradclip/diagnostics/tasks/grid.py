@@ -172,13 +172,13 @@ def write_results(
     folder: str | Path, results: Sequence[TaskResult], settings: dict[str, Any]
 ) -> Path:
     """Write ``tasks.json`` and ``success.png`` into ``folder`` (created if needed)."""
-    from gradclip.diagnostics import plots
+    from gradclip.lm.rundir import atomic_write_bytes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     doc = {"kind": "tasks", "settings": settings, "results": [r.to_dict() for r in results]}
     text = json.dumps(doc, indent=1, allow_nan=False)
-    plots.write_atomic(folder / RESULTS_FILE, text.encode())
+    atomic_write_bytes(folder / RESULTS_FILE, text.encode())
     plot_success(results, folder / SUCCESS_PLOT)
     return folder
 
