@@ -15,8 +15,9 @@ from gradclip import CLIPPER_NAMES, Clipper, ClipStats, make_clipper, make_clipp
 from gradclip.clippers import AGC
 
 POLICIES = ("propagate", "error", "skip")
-# Small warm-ups so that every clipper is past its warm-up within a few steps.
-FAST = {
+# Small warm-ups so that every clipper is past its warm-up within a few steps; the
+# table reads the registry, so a new clipper is tested with its defaults unless listed.
+_FAST_OPTIONS: dict[str, dict[str, object]] = {
     "none": {},
     "norm": {"max_norm": 1.0},
     "value": {"clip_value": 0.05},
@@ -26,6 +27,7 @@ FAST = {
     "agc": {},
     "warmup-mean": {"warmup_steps": 3, "factor": 0.5},
 }
+FAST = {name: _FAST_OPTIONS.get(name, {}) for name in CLIPPER_NAMES}
 
 
 def fresh(name: str, **kw: object) -> Clipper:

@@ -16,7 +16,8 @@ import torch
 from gradclip import CLIPPER_NAMES, ClippedOptimizer, ClipStats, clipped_step, make_clipper
 from gradclip.optim import is_fused
 
-FAST: dict[str, dict[str, Any]] = {
+# Read from the registry: a new clipper runs with its defaults unless listed here.
+_FAST_OPTIONS: dict[str, dict[str, Any]] = {
     "none": {},
     "norm": {"max_norm": 0.5},
     "value": {"clip_value": 0.02},
@@ -26,6 +27,7 @@ FAST: dict[str, dict[str, Any]] = {
     "agc": {"clip_factor": 0.05},
     "warmup-mean": {"warmup_steps": 3, "factor": 0.5},
 }
+FAST = {name: _FAST_OPTIONS.get(name, {}) for name in CLIPPER_NAMES}
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": lambda ps, **kw: torch.optim.SGD(ps, lr=0.1, momentum=0.9, **kw),
     # plain SGD: the fused path folds the clip scale into a tensor learning rate
