@@ -101,6 +101,19 @@ class NonFinitePolicy:
             return torch.where(finite.to(factor.device), factor, 1.0)
         return self.poison(factor, norms)
 
+    def skipped(self, finite: Tensor, dtype: torch.dtype) -> Tensor:
+        """Whether this step is skipped, as a number (no sync): the fused kernels'
+        ``found_inf`` and the optimizer's skip counter.
+
+        Args:
+            finite: 0-d bool tensor, whether the global norm is finite.
+            dtype: the result's dtype.
+
+        Returns:
+            0-d tensor: 1 under ``"skip"`` with a non-finite norm, else 0.
+        """
+        return (~finite if self.skips else torch.zeros_like(finite)).to(dtype)
+
     def should_step(self, finite: Tensor) -> bool:
         """Whether to call an unfused ``optimizer.step()`` (the one host sync of ``"skip"``).
 

@@ -183,7 +183,7 @@ class ClippedOptimizer:
             if defer and saved_lrs is None:
                 opt.grad_scale = stats.scale.reciprocal().to(torch.float32)  # type: ignore[attr-defined]
             if policy.skips and not amp:
-                opt.found_inf = (~stats.finite).to(torch.float32)  # type: ignore[attr-defined]
+                opt.found_inf = policy.skipped(stats.finite, torch.float32)  # type: ignore[attr-defined]
             try:
                 if amp:
                     assert scaler is not None
@@ -208,7 +208,9 @@ class ClippedOptimizer:
         self._steps += 1
         self._clipped = self._clipped.to(stats.clipped.device) + stats.clipped.to(torch.int64)
         if policy.skips:
-            self._skipped = self._skipped.to(stats.finite.device) + (~stats.finite).to(torch.int64)
+            self._skipped = self._skipped.to(stats.finite.device) + policy.skipped(
+                stats.finite, torch.int64
+            )
         self.last_stats = stats
         self.history.append(stats)
         if obs is not None:
