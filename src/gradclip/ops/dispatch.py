@@ -18,6 +18,7 @@ ops share. This is an internal API of the core (``gradclip.ops``,
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -48,8 +49,20 @@ class TensorGroup:
     dtype: torch.dtype
     indices: list[int]
     tensors: list[Tensor]
-    #: True when the dense members go through one ``torch._foreach_*`` call.
-    foreach: bool = False
+    #: The caller's ``foreach`` argument (torch's rule, see :func:`group_tensors`).
+    requested: bool | None = None
+
+    @functools.cached_property
+    def foreach(self) -> bool:
+        """True when the dense members go through one ``torch._foreach_*`` call
+        (decided on first use, so that a path nobody asks for costs nothing)."""
+        ok = foreach_supported(self.dense, self.device)
+        if self.requested and not ok:
+            raise RuntimeError(
+                f"foreach=True was passed, but can't use the foreach API on "
+                f"{self.device.type} tensors"
+            )
+        return ok if self.requested is None else self.requested
 
     @property
     def dense(self) -> list[Tensor]:
@@ -107,18 +120,14 @@ def group_tensors(tensors: Sequence[Tensor], foreach: bool | None = None) -> lis
     for i, t in enumerate(tensors):
         key = (t.device, t.dtype)
         if key not in by_key:
-            by_key[key] = TensorGroup(t.device, t.dtype, [], [])
+            by_key[key] = TensorGroup(t.device, t.dtype, [], [], foreach)
         by_key[key].indices.append(i)
         by_key[key].tensors.append(t)
-    for group in by_key.values():
-        ok = foreach_supported(group.dense, group.device)
-        if foreach and not ok:
-            raise RuntimeError(
-                f"foreach=True was passed, but can't use the foreach API on "
-                f"{group.device.type} tensors"
-            )
-        group.foreach = ok if foreach is None else foreach
-    return list(by_key.values())
+    groups = list(by_key.values())
+    if foreach:  # a demand is checked at once, as torch does
+        for group in groups:
+            _ = group.foreach
+    return groups
 
 
 def in_input_order(
