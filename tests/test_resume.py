@@ -54,7 +54,8 @@ def wait_for_step(run: Path, step: int, proc: subprocess.Popen[str]) -> None:
 
 
 def same_results(a: Path, b: Path) -> None:
-    """metrics.jsonl identical, epoch records identical but for timings, same test ppl."""
+    """metrics.jsonl identical (per-layer norms and events included), epoch records
+    identical but for timings, same test ppl and gradient summary."""
     assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
     sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
     strip = ("seconds", "wps")
@@ -62,6 +63,7 @@ def same_results(a: Path, b: Path) -> None:
         {k: v for k, v in e.items() if k not in strip} for e in sb["epochs"]
     ]
     assert sa["test_ppl"] == sb["test_ppl"] and sa["status"] == sb["status"] == "finished"
+    assert sa["gradients"] == sb["gradients"]  # the monitor's summary, rebuilt on resume
 
 
 @pytest.fixture

@@ -82,6 +82,11 @@ def register(subparsers: Any) -> None:
     run.add_argument("--no-metrics", action="store_true", help="do not write metrics.jsonl")
     run.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
     run.add_argument(
+        "--no-monitor",
+        action="store_true",
+        help="no gradient monitor (per-layer norms, update ratios and events in metrics.jsonl)",
+    )
+    run.add_argument(
         "--refresh-every", type=positive_int, default=50, metavar="N",
         help="progress update period in steps (each reads the device)",
     )  # fmt: skip
@@ -110,6 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
         device=device_from_args(args),
         metrics=not args.no_metrics,
         tensorboard=not args.no_tensorboard,
+        monitor=not args.no_monitor,
         progress=not args.no_progress,
         progress_seconds=args.progress_seconds,
         refresh_every=args.refresh_every,

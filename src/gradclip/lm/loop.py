@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,13 @@ from gradclip.lm.data import Batches, Corpus
 from gradclip.lm.evaluation import evaluate, evaluate_stream, perplexity
 from gradclip.lm.model import PTBModel, State, detach_state, tf_cost
 from gradclip.lm.options import RunOptions, RunResult
-from gradclip.lm.reporting import MetricsLog, Progress, make_tb_writer, say
+from gradclip.lm.reporting import LoopMonitor, MetricsLog, Progress, make_tb_writer, say
 from gradclip.lm.rundir import (
     CHECKPOINT_FILE,
     METRICS_FILE,
     SUMMARY_FILE,
     TENSORBOARD_DIR,
+    read_metrics,
     save_checkpoint,
     write_json,
 )
@@ -106,8 +108,17 @@ def run_loop(
     if opts.tensorboard:
         tb = make_tb_writer(run_dir / TENSORBOARD_DIR, purge_step=st.global_step + 1)
     metrics_path = run_dir / METRICS_FILE if opts.metrics else None
-    # a step diverged when its perplexity exp(loss / T) is no longer finite
-    log = MetricsLog(metrics_path, tb, opts.flush_every, max_loss=709.0 * T)
+    monitor = LoopMonitor(model, optimizer) if opts.monitor else None
+    if monitor is not None and metrics_path is not None:  # resumed: the detector's history
+        monitor.replay(read_metrics(metrics_path))
+    log = MetricsLog(
+        metrics_path,
+        tb,
+        opts.flush_every,
+        max_loss=709.0 * T,
+        monitor=monitor,
+        events_to=sys.stderr,
+    )
     stop = StopFlag()
     last_save = time.monotonic()
     path = run_dir / CHECKPOINT_FILE
@@ -116,7 +127,10 @@ def run_loop(
         st.diverged_step = st.diverged_step or log.flush()
         if st.diverged_step is not None:
             st.status = "diverged"
-        write_json(run_dir / SUMMARY_FILE, st.summary(cfg))
+        summary = st.summary(cfg)
+        if monitor is not None:
+            summary["gradients"] = monitor.stats.as_dict()
+        write_json(run_dir / SUMMARY_FILE, summary)
         return save_checkpoint(run_dir, st.checkpoint(cfg, model, optimizer, device))
 
     signals = stop.catch_signals() if opts.handle_signals else contextlib.nullcontext()
@@ -218,6 +232,8 @@ def run_loop(
                 path = save()
         finally:
             log.close()
+            if monitor is not None:
+                monitor.detach()
             if tb is not None:
                 tb.close()
     if st.status == "finished":

@@ -20,6 +20,9 @@ class RunOptions:
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a :class:`torch.device`.
         metrics: write ``metrics.jsonl``.
         tensorboard: write TensorBoard event files (when tensorboard is installed).
+        monitor: attach a :class:`~gradclip.monitor.GradMonitor`: per-layer norms,
+            update ratios and events in ``metrics.jsonl``, a gradient summary in
+            ``summary.json``.
         progress: show progress: a bar on a terminal, else a line every
             ``progress_seconds``.
         progress_seconds: least time between two plain progress lines.
@@ -34,6 +37,7 @@ class RunOptions:
     device: str | torch.device | None = "auto"
     metrics: bool = True
     tensorboard: bool = True
+    monitor: bool = True
     progress: bool = True
     progress_seconds: float = 30.0
     refresh_every: int = 50

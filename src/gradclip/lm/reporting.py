@@ -1,20 +1,25 @@
 """What a training run tells the world while it runs: ``metrics.jsonl``, TensorBoard,
-progress (a bar on a terminal, plain lines otherwise) and console messages.
+the gradient monitor, progress (a bar on a terminal, plain lines otherwise) and
+console messages.
 
 Per step nothing is read from the device: :class:`MetricsLog` keeps the step's
 0-d tensors and writes them in blocks (one ``torch.stack(...).tolist()`` per
-column every ``flush_every`` steps), and the progress display reads the device
-every ``refresh_every`` steps.
+column every ``flush_every`` steps), :class:`LoopMonitor` (a
+:class:`~gradclip.monitor.GradMonitor`) buffers its per-tensor norms on the
+device until the same flush, and the progress display reads the device every
+``refresh_every`` steps.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,8 +27,9 @@ import torch
 from torch import Tensor
 
 from gradclip.lm.rundir import strict_json
+from gradclip.monitor import GradMonitor, MemorySink
 
-__all__ = ["METRIC_COLUMNS", "MetricsLog", "Progress", "make_tb_writer", "say"]
+__all__ = ["METRIC_COLUMNS", "LoopMonitor", "MetricsLog", "Progress", "make_tb_writer", "say"]
 
 #: Per-step values taken from the loss and the step's ``ClipStats``.
 METRIC_COLUMNS = ("loss", "norm", "clipped_norm", "threshold", "clipped")
@@ -47,6 +53,63 @@ def say(message: str, stream: TextIO | None = None) -> None:
             os.close(devnull)
 
 
+class LoopMonitor(GradMonitor):
+    """The :class:`~gradclip.monitor.GradMonitor` of ``gradclip train``: attached to the
+    loop's ``ClippedOptimizer``, it numbers steps like ``metrics.jsonl`` (1, 2, ...)
+    and hands its records to :class:`MetricsLog`, which adds them to each step's row:
+
+    * ``layers``: per-layer gradient norms (module prefix: ``embedding``, ``rnn``,
+      ``output``), from the clipper's own per-tensor norms;
+    * ``update_ratio``: ‖Δθ‖/‖θ‖ per layer, every ``update_ratio_every``-th step;
+    * ``skipped``: whether the step was skipped (non-finite gradient under ``skip``);
+    * ``events``: the monitor's explosion / vanishing / non-finite events of that step.
+
+    Args:
+        model: the model (gives the parameter names).
+        optimizer: the :class:`~gradclip.ClippedOptimizer` to observe.
+        update_ratio_every: steps between two update-ratio measurements.
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: Any, update_ratio_every: int = 100):
+        self.sink = MemorySink()
+        super().__init__(
+            model,
+            sinks=[self.sink],
+            flush_every=2**31 - 1,  # MetricsLog flushes
+            update_ratio_every=update_ratio_every,
+            warn=False,  # MetricsLog prints the events
+        )
+        self.attach(optimizer)
+
+    def before_step(self, obs: Any) -> None:
+        super().before_step(dataclasses.replace(obs, step=obs.step + 1))
+
+    def take(self) -> dict[int, dict[str, Any]]:
+        """Flush and return, by step, what each step adds to its ``metrics.jsonl`` row."""
+        self.flush()
+        extra: dict[int, dict[str, Any]] = {}
+        for rec in self.sink.records:
+            if rec["kind"] == "step":
+                add = {"skipped": rec["skipped"], "layers": rec["layers"]}
+                if "update_ratio" in rec:
+                    add["update_ratio"] = rec["update_ratio"]
+                extra[rec["step"]] = add
+            else:
+                extra[rec["step"]].setdefault("events", []).append(rec)
+        self.sink.records.clear()
+        return extra
+
+    def replay(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Feed recorded ``metrics.jsonl`` rows to the event detector and the summary,
+        so that a resumed run detects and counts exactly as an uninterrupted one."""
+        for row in rows:
+            norm = math.nan if row.get("norm") is None else row["norm"]
+            layers = {k: math.nan if v is None else v for k, v in row.get("layers", {}).items()}
+            events = self.detector.update(row["step"], norm, layers, ())
+            rec = {"norm": norm, "layers": layers, "skipped": row.get("skipped", False)}
+            self.stats.add({**rec, "clipped": row.get("clipped", False)}, events)
+
+
 class MetricsLog:
     """Per-step metrics kept as tensors and written to ``metrics.jsonl`` in blocks.
 
@@ -61,6 +124,8 @@ class MetricsLog:
         tb_every: TensorBoard stride in steps.
         max_loss: a loss above this (or not finite) marks divergence; the loop
             passes 709·T, above which the step's perplexity exp(loss/T) overflows.
+        monitor: adds per-layer norms, update ratios and events to the rows.
+        events_to: where an event's message is printed (one line per kind per flush).
     """
 
     def __init__(
@@ -70,9 +135,13 @@ class MetricsLog:
         flush_every: int = 200,
         tb_every: int = 10,
         max_loss: float = math.inf,
+        monitor: LoopMonitor | None = None,
+        events_to: TextIO | None = None,
     ) -> None:
         self.tb = tb_writer
         self.max_loss = max_loss
+        self.monitor = monitor
+        self.events_to = events_to
         self.flush_every = flush_every
         self.tb_every = tb_every
         self.rows: list[tuple[int, int, float, tuple[Tensor, ...]]] = []
@@ -101,12 +170,18 @@ class MetricsLog:
         columns = [
             torch.stack([r[3][j] for r in self.rows]).tolist() for j in range(len(METRIC_COLUMNS))
         ]
-        lines, diverged = [], None
+        extra = self.monitor.take() if self.monitor is not None else {}
+        lines, diverged, told = [], None, set()
         for k, (step, epoch, lr, _) in enumerate(self.rows):
             rec: dict[str, Any] = {"step": step, "epoch": epoch + 1}
             for j, name in enumerate(METRIC_COLUMNS):
                 rec[name] = bool(columns[j][k]) if name == "clipped" else columns[j][k]
             rec["lr"] = lr
+            rec.update(extra.get(step, {}))
+            for event in rec.get("events", []):
+                if event["event"] not in told and self.events_to is not None:
+                    told.add(event["event"])
+                    say(f"gradclip train: {event['message']}", self.events_to)
             if diverged is None and not rec["loss"] <= self.max_loss:  # NaN included
                 diverged = step
             lines.append(json.dumps(strict_json(rec), allow_nan=False))
@@ -115,6 +190,8 @@ class MetricsLog:
                     self.tb.add_scalar(f"train/{tag}", rec[key], step)
                 for key in ("clipped_norm", "threshold", "clipped"):
                     self.tb.add_scalar(f"train/{key}", float(rec[key]), step)
+                for layer, norm in rec.get("layers", {}).items():
+                    self.tb.add_scalar(f"grad_norm/{layer}", norm, step)
         if self._fh is not None:
             self._fh.write("\n".join(lines) + "\n")
             self._fh.flush()
