@@ -8,7 +8,7 @@ goes through :func:`group_tensors`, which
 * decides once per group whether the dense (strided) members take one fused
   ``torch._foreach_*`` call or a Python loop, with torch's ``foreach`` rule
   (``None``: fused where supported, ``True``: demand it, ``False``: loop);
-* leaves sparse members to the caller (:attr:`TensorGroup.sparse`).
+* leaves sparse members (outside :attr:`TensorGroup.dense`) to the caller.
 
 :func:`mul_`, :func:`mul` and :func:`clamp_` are the element-wise kernels the
 ops share. This is an internal API of the core (``gradclip.ops``,
@@ -68,15 +68,6 @@ class TensorGroup:
     def dense(self) -> list[Tensor]:
         """The strided members (the ones foreach kernels take)."""
         return [t for t in self.tensors if t.layout == torch.strided]
-
-    @property
-    def sparse(self) -> list[tuple[int, Tensor]]:
-        """``(input index, tensor)`` for the non-strided members."""
-        return [
-            (i, t)
-            for i, t in zip(self.indices, self.tensors, strict=True)
-            if t.layout != torch.strided
-        ]
 
 
 def foreach_supported(tensors: Sequence[Tensor], device: torch.device) -> bool:
