@@ -43,8 +43,8 @@ __all__ = ["LocalShard", "is_dtensor", "local_shards"]
 
 def is_dtensor(t: Tensor) -> bool:
     """True when ``t`` is a :class:`~torch.distributed.tensor.DTensor`."""
-    if not torch.distributed.is_available():
-        return False
+    if type(t) in (torch.Tensor, torch.nn.Parameter) or not dist.is_available():
+        return False  # the single-process hot path pays one type check
     from torch.distributed.tensor import DTensor
 
     return isinstance(t, DTensor)
