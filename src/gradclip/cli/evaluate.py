@@ -11,8 +11,8 @@ from typing import Any
 
 from gradclip.cli.flags import add_command, add_device_flags, device_from_args, positive_int
 from gradclip.lm.evaluation import evaluate, evaluate_stream
-from gradclip.lm.rundir import read_run, strict_json
-from gradclip.lm.session import load_run_checkpoint, load_run_corpus
+from gradclip.lm.rundir import strict_json
+from gradclip.lm.session import load_run_corpus, open_trained
 
 
 def register(subparsers: Any) -> None:
@@ -33,9 +33,7 @@ def register(subparsers: Any) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``gradclip evaluate``: prints the perplexities, returns 0."""
-    device = device_from_args(args)
-    run = read_run(args.run_dir)
-    blob, model = load_run_checkpoint(run, device)
+    run, model, blob = open_trained(args.run_dir, device_from_args(args))
     corpus = load_run_corpus(run, args.data)
     cfg = run.config
     valid = evaluate(model, corpus.valid, cfg.batch_size, cfg.num_steps)

@@ -13,9 +13,8 @@ from gradclip.cli.flags import (
     positive_float,
     positive_int,
 )
-from gradclip.lm.rundir import read_run
 from gradclip.lm.sample import sample
-from gradclip.lm.session import load_run_checkpoint
+from gradclip.lm.session import open_trained
 
 
 def register(subparsers: Any) -> None:
@@ -35,10 +34,7 @@ def register(subparsers: Any) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     """``gradclip generate``: prints the text, returns 0."""
-    device = device_from_args(args)
-    run = read_run(args.run_dir)
-    _, model = load_run_checkpoint(run, device)
-    model.eval()
+    run, model, _ = open_trained(args.run_dir, device_from_args(args))
     tokens = run.info["tokens"]
     print(sample(model, run.vocab, tokens, args.prompt, args.length, args.temperature, args.seed))
     return 0

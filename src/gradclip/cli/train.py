@@ -86,26 +86,18 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="no gradient monitor (per-layer norms, update ratios and events in metrics.jsonl)",
     )
-    run.add_argument(
-        "--refresh-every", type=positive_int, default=50, metavar="N",
-        help="progress update period in steps (each reads the device)",
-    )  # fmt: skip
-    run.add_argument(
-        "--progress-seconds", type=float, default=30.0, metavar="S",
-        help="least time between progress lines when stderr is not a terminal",
-    )  # fmt: skip
-    run.add_argument(
-        "--flush-every", type=positive_int, default=200, metavar="N",
-        help="metrics.jsonl write period in steps",
-    )  # fmt: skip
-    run.add_argument(
-        "--test-chunk", type=positive_int, default=100, metavar="N",
-        help="tokens per forward in the batch-1 test pass (same result as the tutorial's 1)",
-    )  # fmt: skip
-    run.add_argument(
-        "--stop-after", type=positive_int, metavar="STEPS",
-        help="save a checkpoint and stop after this many steps in total (exit 0)",
-    )  # fmt: skip
+    for flag, kind, default, metavar, help in (
+        ("--refresh-every", positive_int, 50, "N", "progress update period in steps (each "
+         "reads the device)"),
+        ("--progress-seconds", float, 30.0, "S", "least time between progress lines when "
+         "stderr is not a terminal"),
+        ("--flush-every", positive_int, 200, "N", "metrics.jsonl write period in steps"),
+        ("--test-chunk", positive_int, 100, "N", "tokens per forward in the batch-1 test pass "
+         "(same result as the tutorial's 1)"),
+        ("--stop-after", positive_int, None, "STEPS", "save a checkpoint and stop after this "
+         "many steps in total (exit 0)"),
+    ):  # fmt: skip
+        run.add_argument(flag, type=kind, default=default, metavar=metavar, help=help)
     p.set_defaults(func=run_train)
 
 

@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -23,7 +24,7 @@ from gradclip.errors import UserError
 from gradclip.lm.config import LMConfig, clip_options
 from gradclip.lm.data import Corpus, load_corpus
 from gradclip.lm.model import PTBModel
-from gradclip.lm.rundir import Run, load_checkpoint
+from gradclip.lm.rundir import Run, load_checkpoint, read_run
 
 __all__ = [
     "StopFlag",
@@ -32,6 +33,7 @@ __all__ = [
     "load_run_checkpoint",
     "load_run_corpus",
     "make_optimizer",
+    "open_trained",
     "resolve_device",
     "set_threads",
 ]
@@ -182,6 +184,22 @@ def load_run_checkpoint(run: Run, device: torch.device) -> tuple[dict[str, Any],
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"checkpoint {path} does not fit the run's model: {first}") from None
     return blob, model
+
+
+def open_trained(run_dir: str | Path, device: torch.device) -> tuple[Run, PTBModel, dict[str, Any]]:
+    """The run in ``run_dir`` and its checkpoint's model in eval mode (for ``evaluate``,
+    ``generate`` and other readers of a trained model).
+
+    Args:
+        run_dir: a run directory.
+        device: where the model goes.
+
+    Returns:
+        ``(run, model, checkpoint dict)``.
+    """
+    run = read_run(run_dir)
+    blob, model = load_run_checkpoint(run, device)
+    return run, model.eval(), blob
 
 
 class StopFlag:
