@@ -9,8 +9,9 @@ Submodules are imported on first use, so ``import gradclip.diagnostics`` stays l
   Pascanu's single-unit cliff;
 * :mod:`gradclip.diagnostics.tasks`: Pascanu's six long-range tasks;
 * :func:`write_report` (``diagnostics.report``): one self-contained HTML report;
-* :func:`suggest`, :func:`suggest_from_norms` (``diagnostics.suggest``) and the rules of
-  ``diagnostics.thresholds``: a clipping threshold from measured gradient norms;
+* ``diagnostics.suggest.suggest`` and :func:`suggest_from_norms` (``diagnostics.suggest``;
+  the function is not re-exported here, where its module's name would shadow it) and
+  the rules of ``diagnostics.thresholds``: a clipping threshold from measured norms;
 * :func:`run_sweep` (``diagnostics.sweep``): short runs over thresholds × methods × seeds.
 """
 
@@ -29,7 +30,6 @@ _EXPORTS = {
     "CliffSurface": "gradclip.diagnostics.cliff",
     "CliffTrajectory": "gradclip.diagnostics.cliff",
     "write_report": "gradclip.diagnostics.report",
-    "suggest": "gradclip.diagnostics.suggest",
     "suggest_from_norms": "gradclip.diagnostics.suggest",
     "Suggestion": "gradclip.diagnostics.suggest",
     "plot_norm_histogram": "gradclip.diagnostics.suggest",
