@@ -247,12 +247,13 @@ def test_bad_resume_and_evaluate_inputs(corpus, tmp_path, capsys):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_step_loop_has_no_host_sync(tmp_path):
-    """With metrics on (flushed later) and no progress bar, training steps never sync."""
+    """With metrics and the gradient monitor on (flushed later) and no progress bar,
+    training steps never sync."""
     from gradclip.lm.config import load_config
     from gradclip.lm.data import Batches
     from gradclip.lm.loop import train_step
     from gradclip.lm.model import PTBModel
-    from gradclip.lm.reporting import MetricsLog
+    from gradclip.lm.reporting import LoopMonitor, MetricsLog
     from gradclip.lm.session import make_optimizer
 
     cfg, _ = load_config("test")
@@ -261,7 +262,8 @@ def test_cuda_step_loop_has_no_host_sync(tmp_path):
     opt = make_optimizer(model, cfg)
     ids = torch.randint(0, 50, (2000,))
     batches = Batches(ids, cfg.batch_size, cfg.num_steps).to(dev)
-    metrics = MetricsLog(tmp_path / "m.jsonl", None, flush_every=10**6)
+    monitor = LoopMonitor(model, opt, update_ratio_every=10)  # as in gradclip train
+    metrics = MetricsLog(tmp_path / "m.jsonl", None, flush_every=10**6, monitor=monitor)
     cost = torch.zeros((), device=dev)
     state = model.init_state(cfg.batch_size)
 
@@ -281,4 +283,5 @@ def test_cuda_step_loop_has_no_host_sync(tmp_path):
     finally:
         torch.cuda.set_sync_debug_mode(0)
     metrics.close()
-    assert len(read_jsonl(tmp_path / "m.jsonl")) == 40
+    rows = read_jsonl(tmp_path / "m.jsonl")
+    assert len(rows) == 40 and all("layers" in r for r in rows)
