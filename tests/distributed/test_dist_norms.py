@@ -90,3 +90,21 @@ def test_replica_nan_poisons_every_rank(cluster):
 def test_packet_rejects_large_p():
     with pytest.raises(ValueError, match="p <= 8"):
         NormPacket(9.0, torch.device("cpu"))
+
+
+def submesh_case() -> str:
+    """A DTensor on a mesh of this rank alone, reduced over the world: refused on every rank."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, distribute_tensor
+
+    sub = init_device_mesh("cpu", (2, 1), mesh_dim_names=("dp", "tp"))["tp"]
+    g = distribute_tensor(torch.ones(3), sub, [Replicate()])
+    with pytest.raises(ValueError, match="pass group=") as info:
+        layout([g])
+    dist.barrier()
+    return str(info.value)
+
+
+def test_a_mesh_smaller_than_the_group_is_refused(cluster):
+    for message in cluster.run(submesh_case):
+        assert "ranks [0, 1]" in message

@@ -25,7 +25,9 @@ so observers (the monitor) log the global numbers, never a shard's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -34,6 +36,9 @@ from torch import Tensor
 from gradclip.distributed.placement import LocalShard, is_dtensor, local_shards
 from gradclip.distributed.reduce import NormPacket
 from gradclip.ops.reduce import combine_partial_norms
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
 
 __all__ = ["Layout", "layout"]
 
@@ -187,8 +192,13 @@ def layout(tensors: Sequence[Tensor], group: dist.ProcessGroup | None = None) ->
     None when no tensor is a DTensor and ``group`` is None (one process, or
     DDP's replicated gradients). When every DTensor is fully replicated and no
     ``group`` is given, the layout does not communicate: each rank computes
-    the exact global numbers alone. Pass ``group`` when ranks hold *different plain tensors*
-    (pipeline stages): their norms are then summed over ``group``.
+    the exact global numbers alone. Pass ``group`` when ranks hold *different
+    plain tensors* (pipeline stages): their norms are then summed over ``group``.
+
+    Every DTensor's mesh must span exactly the ranks of ``group`` (the world
+    when None): a mesh on fewer ranks (tensor parallelism inside data-parallel
+    replicas, FSDP inside pipeline stages) would be summed with other ranks'
+    unrelated or replicated copies, so it is refused rather than miscounted.
 
     Args:
         tensors: the gradients (plain tensors and DTensors).
@@ -197,6 +207,9 @@ def layout(tensors: Sequence[Tensor], group: dist.ProcessGroup | None = None) ->
     Returns:
         A :class:`Layout`, or None.
 
+    Raises:
+        ValueError: a DTensor on a mesh that does not span ``group``'s ranks.
+
     Example:
         >>> import torch
         >>> layout([torch.ones(3)]) is None
@@ -204,5 +217,27 @@ def layout(tensors: Sequence[Tensor], group: dist.ProcessGroup | None = None) ->
     """
     if group is None and not any(is_dtensor(t) for t in tensors):
         return None
+    ranks = _group_ranks(group)
+    for t in tensors:
+        if is_dtensor(t):
+            mesh = t.device_mesh  # type: ignore[attr-defined]
+            if _mesh_ranks(mesh) != ranks:
+                raise ValueError(
+                    f"a gradient lives on {mesh} (ranks {sorted(_mesh_ranks(mesh))}), but the "
+                    f"clip reduces over ranks {sorted(ranks)}: pass group= the process group "
+                    "its mesh spans (e.g. the tensor-parallel group when data-parallel "
+                    "replicas hold copies); sharding inside pipeline stages is not supported"
+                )
     shards = local_shards(tensors, plain_distinct=group is not None)
     return Layout(shards, group, communicate=group is not None or any(s.sharded for s in shards))
+
+
+def _group_ranks(group: dist.ProcessGroup | None) -> frozenset[int]:
+    if group is None:
+        return frozenset(range(dist.get_world_size()))
+    return frozenset(dist.get_process_group_ranks(group))
+
+
+@functools.lru_cache(maxsize=256)
+def _mesh_ranks(mesh: DeviceMesh) -> frozenset[int]:
+    return frozenset(int(r) for r in mesh.mesh.flatten().tolist())
