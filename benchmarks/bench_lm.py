@@ -13,7 +13,8 @@ same token stream, run side by side in interleaved blocks:
   ``total_loss += loss.item()``.
 * ``gradclip``: the loop of ``gradclip train`` itself (``train_step`` with the
   loop's per-step bookkeeping): TF-scale loss, ``ClippedOptimizer`` with the
-  ``norm`` clipper at 5, per-step ``metrics.jsonl`` rows (and TensorBoard when
+  ``norm`` clipper at 5, the gradient monitor (per-layer norms, update ratio
+  every 100th step), per-step ``metrics.jsonl`` rows (and TensorBoard when
   installed) flushed every 200 steps, progress bar refreshed every 50 steps.
 * ``bare``: the same loop without clipping and logging: plain ``torch.optim.SGD``
   and no per-step bookkeeping.
@@ -49,10 +50,10 @@ from torch import Tensor, nn
 import gradclip
 from gradclip.lm.config import load_config
 from gradclip.lm.data import Batches
-from gradclip.lm.model import PTBModel
-from gradclip.lm.reporting import MetricsLog, Progress, make_tb_writer
-from gradclip.lm.session import make_optimizer
 from gradclip.lm.loop import train_step
+from gradclip.lm.model import PTBModel
+from gradclip.lm.reporting import LoopMonitor, MetricsLog, Progress, make_tb_writer
+from gradclip.lm.session import make_optimizer
 
 
 class ExamplesRNNModel(nn.Module):
@@ -130,7 +131,10 @@ class GradclipLoop:
         if full:
             self.optimizer: Any = make_optimizer(self.model, cfg)
             self.tb = make_tb_writer(out_dir / "tb")
-            self.metrics = MetricsLog(out_dir / "metrics.jsonl", self.tb, flush_every=flush_every)
+            monitor = LoopMonitor(self.model, self.optimizer)
+            self.metrics = MetricsLog(
+                out_dir / "metrics.jsonl", self.tb, flush_every=flush_every, monitor=monitor
+            )
             self.devnull = open(os.devnull, "w")  # noqa: SIM115
             self.progress = Progress(len(batches), "bench", stream=self.devnull)
             self.cost = torch.zeros(())
