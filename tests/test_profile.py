@@ -150,3 +150,20 @@ def test_rejects_bidirectional_and_other_modules() -> None:
         temporal_profile(nn.GRU(2, 3, bidirectional=True), torch.randn(4, 1, 2))
     with pytest.raises(TypeError, match=r"nn\.RNN"):
         temporal_profile(nn.Linear(2, 2), torch.randn(4, 1, 2))
+
+
+def test_tanh_rnn_vanishes_below_gain_one_and_grows_above() -> None:
+    """A tanh RNN whose W_rec is ``gain`` × orthogonal, small inputs, E = ‖h_T‖²
+    (moved from the old demo's test): the profile vanishes at 0.9 and grows at 1.3."""
+    profiles = {}
+    for gain in (0.9, 1.3):
+        rnn = nn.RNN(16, 16, bias=False)
+        with torch.no_grad():
+            rnn.weight_hh_l0.copy_(gain * orthogonal(16, 0))
+            rnn.weight_ih_l0.copy_(torch.eye(16))
+        x = 0.1 * torch.randn(40, 1, 16, generator=torch.Generator().manual_seed(0))
+        profiles[gain] = temporal_profile(rnn, x, lambda y: (y**2).sum())
+    vanish, explode = profiles[0.9].grad_norms, profiles[1.3].grad_norms
+    assert vanish[-1] < 0.01 * vanish[0]
+    assert explode[-1] > explode[0]
+    assert profiles[0.9].verdict == "vanishing"

@@ -8,6 +8,7 @@ profile    ``profile.json`` (``gradclip profile``)
 sweep      ``sweep.json`` (``gradclip sweep``)
 train      ``config.toml`` + ``run.json``, read through :func:`gradclip.lm.rundir.read_run`
 suggest    ``suggest.png`` / ``suggest.json`` (``gradclip suggest --out``)
+figures    any other folder of PNG files (``gradclip demo``'s ``figures/``)
 =========  =======================================================================
 
 A folder with none of these, an empty folder or a missing one is a
@@ -109,10 +110,13 @@ def read_view(path: str | Path) -> RunView:
         _read_train(view)
     elif (folder / "suggest.png").is_file() or (folder / "suggest.json").is_file():
         _read_suggest(view)
+    elif any(folder.glob("*.png")):
+        view.kind = "figures"
+        _add_pngs(view)
     else:
         raise UserError(
             f"nothing to report in {folder}: no tasks.json, profile.json, sweep.json, "
-            "suggest.png or train run (config.toml + run.json)"
+            "suggest.png, PNG or train run (config.toml + run.json)"
         )
     return view
 

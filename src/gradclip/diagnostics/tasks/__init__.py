@@ -16,6 +16,7 @@ from gradclip.diagnostics.tasks.train import (
     count_errors,
     evaluate,
     task_loss,
+    train_model,
     train_task,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "generate",
     "min_length",
     "task_loss",
+    "train_model",
     "train_task",
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "count_errors",
     "evaluate",
     "task_loss",
+    "train_model",
     "train_task",
 ]
 
@@ -161,6 +163,7 @@ class TaskResult:
     curve_steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     norms: list[float] = field(default_factory=list)
+    events: list[tuple[int, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (non-finite numbers become ``None``)."""
@@ -172,6 +175,7 @@ class TaskResult:
         """Inverse of :meth:`to_dict` (``None`` reads back as NaN)."""
         d = {k: _unfinite(v) for k, v in data.items()}
         d["config"] = TaskConfig(**data["config"])
+        d["events"] = [(int(s), str(k)) for s, k in data.get("events", [])]
         return cls(**d)
 
 
@@ -192,6 +196,25 @@ def _unfinite(v: Any) -> Any:
 
 
 def train_task(cfg: TaskConfig, max_points: int = 200) -> TaskResult:
+    """Train one run (see :func:`train_model`) and return only its result (picklable).
+
+    Args:
+        cfg: the run's :class:`TaskConfig`.
+        max_points: the most curve points kept.
+
+    Returns:
+        A :class:`TaskResult`.
+    """
+    return train_model(cfg, max_points)[1]
+
+
+def train_model(
+    cfg: TaskConfig,
+    max_points: int = 200,
+    *,
+    monitor: bool = False,
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[TaskRNN, TaskResult]:
     """Train :class:`TaskRNN` on ``cfg.task`` with plain SGD behind ``cfg.method``'s clipper.
 
     Every ``check_every`` steps 1,000 fresh sequences are checked; below 1 % wrong the
@@ -201,9 +224,12 @@ def train_task(cfg: TaskConfig, max_points: int = 200) -> TaskResult:
     Args:
         cfg: the run's :class:`TaskConfig`.
         max_points: the most curve points kept.
+        monitor: attach a :class:`gradclip.monitor.GradMonitor` and keep its events
+            (explosion, vanishing, non-finite) as ``(step, kind)``.
+        on_step: called with the step number after every update (a progress bar).
 
     Returns:
-        A :class:`TaskResult`.
+        The trained model and its :class:`TaskResult`.
     """
     spec = TASKS[cfg.task]
     torch.manual_seed(cfg.seed)
@@ -211,6 +237,12 @@ def train_task(cfg: TaskConfig, max_points: int = 200) -> TaskResult:
     opt = ClippedOptimizer(
         torch.optim.SGD(model.parameters(), lr=cfg.lr), make_clipper_from_spec(cfg.method)
     )
+    watcher = None
+    if monitor:
+        from gradclip.monitor import GradMonitor
+
+        watcher = GradMonitor(model, warn=False)
+        watcher.attach(opt)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     every = max(1, cfg.steps // max_points)
     t0 = time.perf_counter()
@@ -229,6 +261,8 @@ def train_task(cfg: TaskConfig, max_points: int = 200) -> TaskResult:
         losses.append(lv)
         norms.append(nv)
         clipped += bool(stats.clipped)
+        if on_step is not None:
+            on_step(step)
         if step % every == 0 or step == 1:
             curve[0].append(step)
             curve[1].append(lv)
@@ -249,9 +283,14 @@ def train_task(cfg: TaskConfig, max_points: int = 200) -> TaskResult:
     if not diverged and not success:
         model.eval()
         error = evaluate(model, cfg.task, cfg.length, cfg.eval_size)
+    events: list[tuple[int, str]] = []
+    if watcher is not None:
+        watcher.flush()
+        events = [(int(e["step"]), str(e["event"])) for e in watcher.events]
+        watcher.close()
     finite = [n for n in norms if math.isfinite(n)]
     tail = losses[-min(len(losses), 50) :]
-    return TaskResult(
+    return model, TaskResult(
         config=cfg,
         error=error,
         success=success,
@@ -267,6 +306,7 @@ def train_task(cfg: TaskConfig, max_points: int = 200) -> TaskResult:
         curve_steps=curve[0],
         losses=curve[1],
         norms=curve[2],
+        events=events,
     )
 
 
