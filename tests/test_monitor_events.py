@@ -108,5 +108,7 @@ def test_median_matches_statistics(values):
 def test_rules_validate():
     with pytest.raises(ValueError, match="window"):
         EventRules(window=0)
+    with pytest.raises(ValueError, match="must not exceed window"):
+        EventRules(warmup=50, window=20)
     with pytest.raises(ValueError, match="vanish"):
         EventRules(vanish_factor=0.5)

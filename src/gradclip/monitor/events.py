@@ -62,6 +62,8 @@ class EventRules:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.warmup > self.window:
+            raise ValueError(f"warmup ({self.warmup}) must not exceed window ({self.window})")
         if not self.vanish_floor >= 0 or not self.vanish_factor > 1:
             raise ValueError("vanish_floor must be >= 0 and vanish_factor > 1")
         if not 0 < self.ema < 1:
