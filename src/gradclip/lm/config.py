@@ -50,7 +50,15 @@ CELLS = ("lstm", "gru", "rnn_tanh")
 
 
 class ConfigError(UserError):
-    """A config value, TOML file or config name that the user can fix."""
+    """A config value, TOML file or config name that the user can fix.
+
+    Example:
+        >>> try:
+        ...     load_config("huge")
+        ... except ConfigError as exc:
+        ...     print(str(exc)[:24])
+        unknown config 'huge': e
+    """
 
 
 def _f(help: str, *flags: str, default: Any = dataclasses.MISSING) -> Any:
@@ -100,6 +108,11 @@ class LMConfig:
 
         Returns:
             The tutorial's learning rate for that epoch.
+
+        Example:
+            >>> cfg, _ = load_config("small")  # max_epoch 4, lr_decay 0.5
+            >>> [cfg.lr_at(i) for i in (0, 3, 4, 5)]
+            [1.0, 1.0, 0.5, 0.25]
         """
         return self.learning_rate * self.lr_decay ** max(epoch + 1 - self.max_epoch, 0)
 
@@ -108,6 +121,10 @@ class LMConfig:
 
         Returns:
             TOML text with one ``key = value`` line per field.
+
+        Example:
+            >>> load_config("small")[0].to_toml().splitlines()[2]
+            'learning_rate = 1.0'
         """
         lines = ["# gradclip train: resolved configuration"]
         for f in fields(self):
@@ -120,7 +137,15 @@ class LMConfig:
         return "\n".join(lines) + "\n"
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict (for checkpoints and summaries)."""
+        """The fields as a plain dict (for checkpoints and summaries).
+
+        Returns:
+            ``{field name: value}``.
+
+        Example:
+            >>> load_config("test")[0].as_dict()["hidden_size"]
+            2
+        """
         return dataclasses.asdict(self)
 
 
@@ -173,6 +198,10 @@ def convert(name: str, value: object, source: str) -> Any:
 
     Returns:
         The value as the field's type.
+
+    Example:
+        >>> convert("num_steps", "35", "--num-steps"), convert("keep_prob", 1, "my.toml")
+        (35, 1.0)
     """
     kind = FIELDS[name][0]
     where = f"{name} (from {source})"
@@ -201,6 +230,13 @@ def validate(cfg: LMConfig, sources: dict[str, str] | None = None) -> LMConfig:
 
     Returns:
         ``cfg`` itself; the first bad value raises :class:`ConfigError`.
+
+    Example:
+        >>> cfg, _ = load_config("test")
+        >>> validate(dataclasses.replace(cfg, keep_prob=0.0))
+        Traceback (most recent call last):
+        ...
+        gradclip.lm.config.ConfigError: keep_prob must be in (0, 1], got 0.0
     """
     src = sources or {}
 
@@ -257,6 +293,10 @@ def builtin_values(name: str) -> dict[str, Any]:
 
     Returns:
         The TOML keys and values of that config.
+
+    Example:
+        >>> builtin_values("large")["hidden_size"]
+        1500
     """
     if name not in BUILTIN_CONFIGS:
         raise ConfigError(
@@ -290,6 +330,11 @@ def load_config(
 
     Returns:
         The validated config and, for each field, where its value came from.
+
+    Example:
+        >>> cfg, sources = load_config("medium", {"num_layers": "3"})
+        >>> cfg.num_layers, sources["num_layers"], sources["hidden_size"]
+        (3, '--num-layers', "config 'medium'")
     """
     layers: list[tuple[str, dict[str, Any]]] = []
     if name_or_path in BUILTIN_CONFIGS:

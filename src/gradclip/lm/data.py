@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from gradclip.errors import UserError
-from gradclip.lm.rundir import atomic_write_bytes
+from gradclip.lm.files import atomic_write_bytes
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -46,12 +46,36 @@ CACHE_VERSION = 1
 
 
 class DataError(UserError):
-    """A problem with the input corpus that the user can fix."""
+    """A problem with the input corpus that the user can fix (a
+    :class:`~gradclip.errors.UserError`: one line, exit status 2 from the CLI).
+
+    Example:
+        >>> try:
+        ...     find_files("/nonexistent/corpus")
+        ... except DataError as exc:
+        ...     print(exc)
+            data directory not found: /nonexistent/corpus
+    """
 
 
 @dataclass
 class Corpus:
-    """The three token-id streams of a corpus and its vocabulary."""
+    """The three token-id streams of a corpus and its vocabulary.
+
+    Attributes:
+        vocab: the symbols, id order.
+        train: int32 ids of the training split (likewise ``valid``, ``test``).
+        files: split → file path.
+        sha256: split → SHA-256 of the file's bytes.
+        tokens: ``"word"`` or ``"char"``.
+        from_cache: whether the streams came from the token cache.
+
+    Example:
+        >>> c = Corpus(["a", "b"], torch.tensor([0, 1]), torch.tensor([1]), torch.tensor([0]),
+        ...            {}, {}, "word")
+        >>> c.vocab_size, c.split("valid").tolist()
+            (2, [1])
+    """
 
     vocab: list[str]
     train: Tensor
@@ -64,9 +88,18 @@ class Corpus:
 
     @property
     def vocab_size(self) -> int:
+        """V, the number of symbols."""
         return len(self.vocab)
 
     def split(self, name: str) -> Tensor:
+        """The ids of split ``name`` (``train``, ``valid`` or ``test``).
+
+        Args:
+            name: the split.
+
+        Returns:
+            Its id stream.
+        """
         stream: Tensor = getattr(self, name)
         return stream
 
@@ -78,6 +111,13 @@ def find_files(data_dir: str | os.PathLike[str], prefix: str | None = None) -> d
     With ``prefix=None`` the Mikolov names ``ptb.{split}.txt`` are used when
     ``ptb.train.txt`` exists, and ``{split}.txt`` otherwise. Any other prefix
     names the files ``{prefix}{split}.txt`` (e.g. ``"ptb.char."``).
+
+    Args:
+        data_dir: the corpus directory.
+        prefix: the file-name prefix, or ``None`` to detect it.
+
+    Returns:
+        split → path; a missing, empty or non-file path raises :class:`DataError`.
     """
     root = Path(data_dir)
     if not root.exists():
@@ -102,10 +142,18 @@ def find_files(data_dir: str | os.PathLike[str], prefix: str | None = None) -> d
 def tokenize(text: str, tokens: str = "word") -> list[str]:
     """The tutorial's ``_read_words`` (``word``), or one token per character (``char``).
 
-    >>> tokenize(" a b \\n c \\n")
-    ['a', 'b', '<eos>', 'c', '<eos>']
-    >>> tokenize("ab\\nc", "char")
-    ['a', 'b', '<eos>', 'c']
+    Args:
+        text: the file's text.
+        tokens: ``"word"`` or ``"char"``.
+
+    Returns:
+        The tokens, ``<eos>`` for each newline.
+
+    Example:
+        >>> tokenize(" a b \\n c \\n")
+        ['a', 'b', '<eos>', 'c', '<eos>']
+        >>> tokenize("ab\\nc", "char")
+        ['a', 'b', '<eos>', 'c']
     """
     if tokens == "word":
         return text.replace("\n", f" {EOS} ").split()
@@ -124,10 +172,19 @@ def build_vocab(
 ) -> list[str]:
     """Words sorted by (−count, word); capped at ``vocab_size`` with ``<unk>``.
 
-    >>> build_vocab(Counter("b a c a b a".split()))
-    ['a', 'b', 'c']
-    >>> build_vocab(Counter("b a c a b a d".split()), vocab_size=3)
-    ['a', '<unk>', 'b']
+    Args:
+        counts: training-split token counts.
+        vocab_size: the cap, or ``None``.
+        need_unk: add ``<unk>`` even below the cap (held-out types train lacks).
+
+    Returns:
+        The vocabulary, id order.
+
+    Example:
+        >>> build_vocab(Counter("b a c a b a".split()))
+        ['a', 'b', 'c']
+        >>> build_vocab(Counter("b a c a b a d".split()), vocab_size=3)
+        ['a', '<unk>', 'b']
     """
     items = dict(counts)
     if vocab_size is not None and len(items) > vocab_size:
@@ -153,7 +210,11 @@ def _to_ids(words: list[str], word_to_id: dict[str, int]) -> Tensor:
 
 # --------------------------------------------------------------------------- cache
 def cache_dir() -> Path:
-    """``$GRADCLIP_CACHE_DIR`` or ``~/.cache/gradclip``."""
+    """Where token streams are cached.
+
+    Returns:
+        ``$GRADCLIP_CACHE_DIR`` or ``~/.cache/gradclip``.
+    """
     env = os.environ.get("GRADCLIP_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "gradclip"
 
@@ -175,7 +236,21 @@ def load_corpus(
     vocab_size: int | None = None,
     use_cache: bool = True,
 ) -> Corpus:
-    """Load and tokenise a corpus directory, from the cache when possible."""
+    """Load and tokenise a corpus directory, from the cache when possible.
+
+    The cache key is the SHA-256 of the three files and the tokenisation
+    settings, so a changed file is never served stale.
+
+    Args:
+        data_dir: the corpus directory (see :func:`find_files`).
+        tokens: ``"word"`` (the tutorial's) or ``"char"``.
+        prefix: the file-name prefix, or ``None`` to detect it.
+        vocab_size: the vocabulary cap (see :func:`build_vocab`).
+        use_cache: read and write the token cache.
+
+    Returns:
+        The :class:`Corpus`.
+    """
     if tokens not in TOKEN_MODES:
         raise DataError(f"tokens must be one of {', '.join(TOKEN_MODES)}, got {tokens!r}")
     files = find_files(data_dir, prefix)
@@ -222,21 +297,53 @@ def load_corpus(
 def batchify(ids: Tensor, batch_size: int) -> Tensor:
     """``[B, batch_len]`` with row b a contiguous stripe; trailing ids dropped.
 
-    >>> batchify(torch.arange(10), 3)
-    tensor([[0, 1, 2],
-            [3, 4, 5],
-            [6, 7, 8]])
+    Args:
+        ids: the id stream.
+        batch_size: B.
+
+    Returns:
+        The ``[B, ⌊N/B⌋]`` matrix.
+
+    Example:
+        >>> batchify(torch.arange(10), 3)
+        tensor([[0, 1, 2],
+                [3, 4, 5],
+                [6, 7, 8]])
     """
     batch_len = ids.numel() // batch_size
     return ids[: batch_size * batch_len].reshape(batch_size, batch_len)
 
 
 def epoch_size(num_tokens: int, batch_size: int, num_steps: int) -> int:
-    """Steps per epoch of ``ptb_producer``: ⌊(⌊N/B⌋ − 1)/T⌋ (may be 0)."""
+    """Steps per epoch of ``ptb_producer``: ⌊(⌊N/B⌋ − 1)/T⌋ (may be 0).
+
+    Args:
+        num_tokens: N.
+        batch_size: B.
+        num_steps: T.
+
+    Returns:
+        The number of ``[T, B]`` batches.
+
+    Example:
+        >>> epoch_size(929_589, 20, 20)  # PTB train, small config
+            2323
+    """
     return max((num_tokens // batch_size - 1) // num_steps, 0)
 
 
 def check_epoch_size(split: str, num_tokens: int, batch_size: int, num_steps: int) -> int:
+    """:func:`epoch_size`, raising :class:`DataError` (naming ``split``) when it is 0.
+
+    Args:
+        split: the split's name, for the message.
+        num_tokens: N.
+        batch_size: B.
+        num_steps: T.
+
+    Returns:
+        The epoch size (≥ 1).
+    """
     n = epoch_size(num_tokens, batch_size, num_steps)
     if n == 0:
         raise DataError(
@@ -285,6 +392,7 @@ class Batches:
         self.epoch_size = max((self.data.shape[0] - 1) // num_steps, 0)
 
     def to(self, device: torch.device | str) -> Batches:
+        """Move the stream to ``device`` (in place); returns ``self``."""
         self.data = self.data.to(device)
         return self
 

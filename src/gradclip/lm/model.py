@@ -27,7 +27,26 @@ State: TypeAlias = Tensor | tuple[Tensor, Tensor]
 
 
 class PTBModel(nn.Module):
-    """Embedding → dropout → L-layer RNN (dropout after every layer) → softmax."""
+    """Embedding → dropout → L-layer RNN (dropout after every layer) → softmax.
+
+    The TensorFlow tutorial's ``PTBModel`` (Zaremba et al. 2014, arXiv:1409.2329):
+    see the module docstring for the layer-by-layer correspondence.
+
+    Args:
+        vocab_size: V.
+        hidden_size: H (also the embedding size).
+        num_layers: L.
+        keep_prob: dropout keep probability (1: no dropout).
+        init_scale: every weight U(−init_scale, init_scale).
+        cell: ``lstm``, ``gru`` or ``rnn_tanh``.
+
+    Example:
+        >>> import torch
+        >>> m = PTBModel(vocab_size=10, hidden_size=4, num_layers=2)
+        >>> logits, state = m(torch.zeros(3, 2, dtype=torch.long), m.init_state(2))
+        >>> tuple(logits.shape), tuple(state[0].shape)
+        ((3, 2, 10), (2, 2, 4))
+    """
 
     def __init__(
         self,
@@ -66,6 +85,15 @@ class PTBModel(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: LMConfig, vocab_size: int) -> PTBModel:
+        """The model of ``cfg`` for a vocabulary of ``vocab_size``.
+
+        Args:
+            cfg: hidden size, layers, keep_prob, init_scale and cell.
+            vocab_size: V.
+
+        Returns:
+            A new, initialised model (on the CPU).
+        """
         return cls(
             vocab_size,
             cfg.hidden_size,
@@ -76,7 +104,11 @@ class PTBModel(nn.Module):
         )
 
     def reset_parameters(self, init_scale: float) -> None:
-        """All weights U(±init_scale); the recurrent biases 0 (both vectors, so the sum is 0)."""
+        """All weights U(±init_scale); the recurrent biases 0 (both vectors, so the sum is 0).
+
+        Args:
+            init_scale: the half-width of the uniform initialisation.
+        """
         with torch.no_grad():
             for name, param in self.named_parameters():
                 if name.startswith("rnn.bias_"):
@@ -85,7 +117,15 @@ class PTBModel(nn.Module):
                     param.uniform_(-init_scale, init_scale)
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        """The zero state: ``(h, c)`` for the LSTM, ``h`` otherwise; ``[L, B, H]`` each."""
+        """The zero state: ``(h, c)`` for the LSTM, ``h`` otherwise; ``[L, B, H]`` each.
+
+        Args:
+            batch_size: B.
+            device: where (default: the model's).
+
+        Returns:
+            The state.
+        """
         dev = device if device is not None else self.embedding.weight.device
         dtype = self.embedding.weight.dtype
         shape = (self.num_layers, batch_size, self.hidden_size)
@@ -95,7 +135,15 @@ class PTBModel(nn.Module):
         return h
 
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """``x [T, B]`` ids → logits ``[T, B, V]`` and the final state."""
+        """``x [T, B]`` ids → logits ``[T, B, V]`` and the final state.
+
+        Args:
+            x: token ids, time-major.
+            state: the initial state (see :meth:`init_state`).
+
+        Returns:
+            ``(logits, final state)``.
+        """
         emb = self.input_dropout(self.embedding(x))
         out, new_state = self.rnn(emb, state)
         logits = self.decoder(self.output_dropout(out))
@@ -103,18 +151,44 @@ class PTBModel(nn.Module):
 
 
 def detach_state(state: State) -> State:
-    """Cut the graph between batches (truncated BPTT)."""
+    """Cut the graph between batches (truncated BPTT).
+
+    Args:
+        state: ``h`` or ``(h, c)``.
+
+    Returns:
+        The same values, detached.
+
+    Example:
+        >>> h = torch.ones(1, requires_grad=True) * 2
+        >>> detach_state((h, h))[0].requires_grad
+        False
+    """
     if isinstance(state, tuple):
         return (state[0].detach(), state[1].detach())
     return state.detach()
 
 
 def tf_cost(logits: Tensor, targets: Tensor) -> Tensor:
-    """The tutorial's cost: Σ over time steps of the batch-mean cross-entropy.
+    r"""The tutorial's cost: Σ over time steps of the batch-mean cross-entropy.
 
     ``logits [T, B, V]``, ``targets [T, B]``. Equals ``T ×`` the per-token mean,
     i.e. ``sequence_loss(average_across_timesteps=False, average_across_batch=True)``
     summed, so that ``learning_rate`` and ``max_grad_norm`` keep their TF meaning.
+
+    .. math:: \mathrm{cost} = \sum_{t=1}^{T} \frac{1}{B} \sum_{b=1}^{B} \mathrm{CE}(b, t)
+
+    Args:
+        logits: ``[T, B, V]``.
+        targets: ``[T, B]`` ids.
+
+    Returns:
+        The 0-d cost.
+
+    Example:
+        >>> T, B, V = 3, 2, 5
+        >>> float(tf_cost(torch.zeros(T, B, V), torch.zeros(T, B, dtype=torch.long)))  # T·ln V
+        4.828313...
     """
     batch = targets.shape[1]
     total = F.cross_entropy(
@@ -124,4 +198,16 @@ def tf_cost(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (elements) of ``model``.
+
+    Args:
+        model: any module.
+
+    Returns:
+        Σ numel over its parameters.
+
+    Example:
+        >>> count_parameters(torch.nn.Linear(3, 2))
+        8
+    """
     return sum(p.numel() for p in model.parameters())

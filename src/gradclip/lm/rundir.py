@@ -29,25 +29,28 @@ a write leaves a ``.tmp`` file that :func:`clean_stale_temp` removes on resume.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import math
 import os
 import re
 import secrets
 import shutil
 import tempfile
 import time
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from gradclip.errors import UserError
 from gradclip.lm.config import LMConfig, load_config
+from gradclip.lm.files import (
+    atomic_write_bytes,
+    checkpoint_bytes,
+    load_checkpoint,
+    read_json,
+    strict_json,
+    write_json,
+)
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -90,62 +93,7 @@ _REQUIRED = (CONFIG_FILE, RUN_FILE, VOCAB_FILE, CHECKPOINT_FILE)
 _TMP = re.compile(r"^\..+\.tmp$")
 
 
-# --------------------------------------------------------------------------- writing
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` via a temporary file beside it, fsync and rename.
-
-    Args:
-        path: the destination; its directory is created if needed.
-        payload: the bytes.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def strict_json(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by ``None`` (JSON ``null``).
-
-    Args:
-        value: numbers, strings, lists, tuples and dicts, nested.
-
-    Returns:
-        The same structure, safe for ``json.dumps(..., allow_nan=False)``.
-
-    Example:
-        >>> strict_json({"loss": float("nan"), "ppl": [1.5, float("inf")]})
-        {'loss': None, 'ppl': [1.5, None]}
-    """
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    return value
-
-
-def write_json(path: Path, value: Any) -> None:
-    """Write ``value`` as indented strict JSON (non-finite numbers as ``null``), atomically."""
-    text = json.dumps(strict_json(value), indent=2, allow_nan=False) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
+# --------------------------------------------------------------------------- creating
 def encode_vocab(vocab: list[str]) -> str:
     r"""The text of ``vocab.txt``: one symbol a line, with ``\`` and every character
     that is not printable (``'\r'``, ``'\n'``, ``'\x0c'``, ...) escaped as ``\uXXXX``.
@@ -181,13 +129,17 @@ _ESCAPE = re.compile(r"\\(u[0-9a-f]{4}|U[0-9a-f]{8})")
 
 
 def decode_vocab(text: str) -> list[str]:
-    """The symbols of a ``vocab.txt`` text (the inverse of :func:`encode_vocab`).
+    r"""The symbols of a ``vocab.txt`` text (the inverse of :func:`encode_vocab`).
 
     Args:
         text: the file's text, read without newline translation.
 
     Returns:
         The symbols in id order.
+
+    Example:
+        >>> decode_vocab("the\n\\u000d\n")
+        ['the', '\r']
     """
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -205,6 +157,10 @@ def default_run_dir(label: str, root: str | Path = "runs") -> Path:
 
     Returns:
         A path that does not exist yet (almost surely; :func:`create_run` refuses otherwise).
+
+    Example:
+        >>> default_run_dir("small").name.startswith("small-")
+        True
     """
     return Path(root) / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
@@ -222,6 +178,16 @@ def create_run(path: str | Path, files: Mapping[str, str | bytes]) -> Path:
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
+
+    Example:
+        >>> import tempfile
+        >>> run = create_run(Path(tempfile.mkdtemp()) / "r", {"a.txt": "x"})
+        >>> sorted(p.name for p in run.iterdir())
+        ['a.txt']
+        >>> create_run(run, {"a.txt": "y"})
+        Traceback (most recent call last):
+        ...
+        gradclip.errors.UserError: run directory exists and is not empty: ...
     """
     run_dir = Path(path)
     taken = f"run directory exists and is not empty: {run_dir} (use --resume {run_dir} to "
@@ -260,6 +226,12 @@ def clean_stale_temp(run_dir: Path) -> list[Path]:
 
     Returns:
         The paths removed.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()); _ = (d / ".checkpoint.pt.k9.tmp").write_text("")
+        >>> [p.name for p in clean_stale_temp(d)]
+        ['.checkpoint.pt.k9.tmp']
     """
     removed = []
     for p in run_dir.iterdir():
@@ -271,13 +243,6 @@ def clean_stale_temp(run_dir: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- checkpoints
-def checkpoint_bytes(blob: dict[str, Any]) -> bytes:
-    """``blob`` serialised by ``torch.save`` (for :func:`create_run`'s step-0 checkpoint)."""
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    return buf.getvalue()
-
-
 def save_checkpoint(run_dir: Path, blob: dict[str, Any]) -> Path:
     """Write ``blob`` (``torch.save``) to ``run_dir/checkpoint.pt``, atomically.
 
@@ -287,57 +252,36 @@ def save_checkpoint(run_dir: Path, blob: dict[str, Any]) -> Path:
 
     Returns:
         The checkpoint's path.
+
+    Example:
+        >>> import tempfile
+        >>> path = save_checkpoint(Path(tempfile.mkdtemp()), {"config": {}, "model": {}})
+        >>> load_checkpoint(path)
+        {'config': {}, 'model': {}}
     """
     path = run_dir / CHECKPOINT_FILE
     atomic_write_bytes(path, checkpoint_bytes(blob))
     return path
 
 
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only`` load).
-
-    An empty, truncated or foreign file raises :class:`~gradclip.errors.UserError`
-    in one line naming the file.
-
-    Args:
-        path: the checkpoint file.
-        device: where its tensors go.
-
-    Returns:
-        The checkpoint's dict (``format``, ``config``, ``model``, ``optimizer``, ...).
-    """
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    size = path.stat().st_size
-    if size == 0:
-        raise UserError(f"checkpoint {path} is empty (the run was killed while writing it?)")
-    if not zipfile.is_zipfile(path):
-        raise UserError(f"checkpoint {path} is truncated or not a gradclip checkpoint")
-    try:
-        blob = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read checkpoint {path}: {first[:200]}") from None
-    if not isinstance(blob, dict) or "model" not in blob or "config" not in blob:
-        raise UserError(f"checkpoint {path} is not a gradclip train checkpoint")
-    return blob
-
-
 # --------------------------------------------------------------------------- reading
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; a missing or corrupt one raises a UserError naming it."""
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"file not found: {path}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is corrupt: {exc}") from None
-
-
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (``null`` = a non-finite value).
+    r"""The records of a ``metrics.jsonl`` (``null`` = a non-finite value).
 
     A line cut short by a kill ends the list.
+
+    Args:
+        path: the file (a missing one has no records).
+
+    Returns:
+        One dict per line.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / METRICS_FILE
+        >>> _ = path.write_text('{"step": 1, "loss": null}\n{"step": 2, "lo')
+        >>> read_metrics(path)
+        [{'step': 1, 'loss': None}]
     """
     records: list[dict[str, Any]] = []
     if not path.is_file():
@@ -357,8 +301,20 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep the records of ``metrics.jsonl`` up to global step ``last_step`` (the
-    checkpoint's); later ones were written after it and will be written again."""
+    r"""Keep the records of ``metrics.jsonl`` up to global step ``last_step`` (the
+    checkpoint's); later ones were written after it and will be written again.
+
+    Args:
+        path: the file.
+        last_step: the last step to keep.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / METRICS_FILE
+        >>> _ = path.write_text('{"step": 1}\n{"step": 2}\n')
+        >>> truncate_metrics(path, 1); path.read_text()
+        '{"step": 1}\n'
+    """
     if not path.exists():
         return
     keep = [r for r in read_metrics(path) if r["step"] <= last_step]
@@ -386,12 +342,12 @@ class Run:
 
     @property
     def checkpoint_path(self) -> Path:
-        """``path / checkpoint.pt``."""
+        """Returns: ``path / checkpoint.pt``."""
         return self.path / CHECKPOINT_FILE
 
     @property
     def status(self) -> str:
-        """``summary.json``'s status (``running`` when there is none yet)."""
+        """Returns: ``summary.json``'s status (``running`` when there is none yet)."""
         return str((self.summary or {}).get("status", "running"))
 
     def metrics(self) -> list[dict[str, Any]]:
@@ -412,6 +368,12 @@ def read_run(path: str | Path) -> Run:
 
     Returns:
         The :class:`Run`.
+
+    Example:
+        >>> read_run("/nonexistent/run")
+        Traceback (most recent call last):
+        ...
+        gradclip.errors.UserError: run directory not found: /nonexistent/run
     """
     run_dir = Path(path)
     if not run_dir.is_dir():
