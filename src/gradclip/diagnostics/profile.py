@@ -2,7 +2,7 @@
 
 Backpropagation through time multiplies one Jacobian per step (Pascanu, Mikolov &
 Bengio 2013, "On the difficulty of training Recurrent Neural Networks", ICML,
-eq. (3)–(5))::
+§2)::
 
     ∂L_T/∂h_t = (∂L_T/∂h_T) · ∏_{t<k≤T} ∂h_k/∂h_{k−1},
     ∂h_k/∂h_{k−1} = W_recᵀ diag(σ′(·))            (vanilla RNN)
@@ -10,7 +10,7 @@ eq. (3)–(5))::
 so the norms shrink geometrically (vanishing) or grow (exploding) going back in
 time. For a vanilla RNN with ‖diag(σ′)‖ ≤ γ (γ = 1 for tanh and ReLU, ¼ for the
 logistic sigmoid) and λ₁ the largest singular value of W_rec, λ₁ < 1/γ is
-*sufficient* for vanishing and λ₁ > 1/γ is *necessary* for exploding (§2.1).
+*sufficient* for vanishing and λ₁ > 1/γ is *necessary* for exploding (§2).
 
 :func:`temporal_profile` runs the recurrence one step at a time, keeps every
 state ``h_t`` in the graph and reads ``∂L_T/∂h_t`` off autograd; it also builds
@@ -92,6 +92,7 @@ class TemporalProfile:
         verdict: ``"exploding"``, ``"vanishing"`` or ``"stable"``.
         evidence: one plain sentence with the numbers behind the verdict.
         cell: ``"rnn_tanh"``, ``"rnn_relu"``, ``"lstm"``, ``"gru"`` or another name.
+        meta: what was measured: ``steps`` (T), ``batch``, ``loss`` (default or custom).
     """
 
     steps_back: list[int]
@@ -233,7 +234,7 @@ def temporal_profile(
     ``1 ± tolerance``: ``g > 1 + tol`` is exploding, ``g < 1/(1 + tol)`` vanishing.
     A non-finite gradient is exploding.
 
-    Reference: Pascanu, Mikolov & Bengio (2013), §2 (eq. 3–7, the λ₁ vs 1/γ bounds).
+    Reference: Pascanu, Mikolov & Bengio (2013), §2 (the λ₁ vs 1/γ bounds).
 
     Args:
         model: ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (any depth, ``batch_first`` either way,
@@ -307,7 +308,9 @@ def temporal_profile(
     finally:
         model.train(was_training)
     prefix = "" if isinstance(model, nn.RNNBase) else "rnn."
-    return _judge(norms, layer_norms, jac, _weights(rnn, prefix), tolerance, _cell_name(rnn))
+    prof = _judge(norms, layer_norms, jac, _weights(rnn, prefix), tolerance, _cell_name(rnn))
+    prof.meta.update(steps=seq_len, batch=batch, loss="custom" if loss_fn else "default")
+    return prof
 
 
 def _zero_state(rnn: nn.RNNBase, batch: int, ref: Tensor) -> Tensor | tuple[Tensor, Tensor]:
