@@ -63,11 +63,16 @@ class Layout:
         """The plain local tensors, in input order (writing them writes the gradients)."""
         return [s.local for s in self.shards]
 
+    def counted(self, index: int) -> bool:
+        """Whether this rank's copy of gradient ``index`` enters the global sums
+        (always, when nothing is communicated)."""
+        return self.shards[index].counted or not self.communicate
+
     def mask(self, attr: str) -> Tensor:
         """A bool tensor with one entry per gradient: ``attr`` of each shard
-        (``counted`` is all True when nothing is communicated)."""
-        if attr == "counted" and not self.communicate:
-            return torch.ones(len(self.shards), dtype=torch.bool)
+        (``"counted"``: :meth:`counted`)."""
+        if attr == "counted":
+            return torch.tensor([self.counted(i) for i in range(len(self.shards))])
         return torch.tensor([bool(getattr(s, attr)) for s in self.shards], dtype=torch.bool)
 
     def packet(self, norm_type: float) -> NormPacket:
@@ -126,7 +131,7 @@ class Layout:
             )
         rows = torch.zeros(shard.global_rows, dtype=local_units.dtype, device=local_units.device)
         rows[shard.row_offset : shard.row_offset + local_units.numel()] = local_units.reshape(-1)
-        return packet.entries(rows, shard.counted or not self.communicate)
+        return packet.entries(rows, self.counted(index))
 
     def local_rows(self, index: int, global_units: Tensor) -> Tensor:
         """The entries of ``global_units`` (one per global row) that this rank holds."""
