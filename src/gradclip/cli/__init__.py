@@ -34,6 +34,10 @@ def command_modules() -> Iterator[ModuleType]:
 
     Returns:
         An iterator over the imported modules.
+
+    Example:
+        >>> "gradclip.cli.train" in [m.__name__ for m in command_modules()]
+        True
     """
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
@@ -47,6 +51,10 @@ def build_parser() -> Parser:
 
     Returns:
         The parser (a :class:`~gradclip.cli.flags.Parser`).
+
+    Example:
+        >>> build_parser().parse_args(["generate", "runs/r", "--length", "5"]).length
+        5
     """
     parser = Parser(
         prog="gradclip",
@@ -67,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status (see the module docstring).
+
+    Example:
+        >>> main(["evaluate", "/nonexistent/run"])  # the one-line error goes to stderr
+        2
     """
     parser = build_parser()
     try:

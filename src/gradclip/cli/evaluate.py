@@ -16,7 +16,11 @@ from gradclip.lm.session import load_run_corpus, open_trained
 
 
 def register(subparsers: Any) -> None:
-    """Add ``gradclip evaluate``."""
+    """Add ``gradclip evaluate``.
+
+    Args:
+        subparsers: the object ``add_subparsers`` returned.
+    """
     p = add_command(subparsers, "evaluate", help="valid and test perplexity of a run's checkpoint")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a gradclip train run directory")
     p.add_argument("--data", metavar="DIR", help="corpus directory (default: the run's)")
@@ -32,7 +36,14 @@ def register(subparsers: Any) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """``gradclip evaluate``: prints the perplexities, returns 0."""
+    """``gradclip evaluate``: prints the perplexities.
+
+    Args:
+        args: the parsed flags.
+
+    Returns:
+        0.
+    """
     run, model, blob = open_trained(args.run_dir, device_from_args(args))
     corpus = load_run_corpus(run, args.data)
     cfg = run.config

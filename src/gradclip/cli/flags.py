@@ -59,6 +59,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit 2."""
         # "argument --steps: must be ..." reads better as "--steps must be ..."
         message = re.sub(r"^argument (\S+): must be", r"\1 must be", message)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -78,6 +79,12 @@ def _number(kind: type, text: str, rule: str, ok: Any) -> Any:
 def positive_int(text: str) -> int:
     """``type=`` for an integer ≥ 1.
 
+    Args:
+        text: the flag's value.
+
+    Returns:
+        The integer; anything else raises ``argparse.ArgumentTypeError``.
+
     Example:
         >>> positive_int("3")
         3
@@ -86,12 +93,29 @@ def positive_int(text: str) -> int:
 
 
 def nonnegative_int(text: str) -> int:
-    """``type=`` for an integer ≥ 0."""
+    """``type=`` for an integer ≥ 0.
+
+    Args:
+        text: the flag's value.
+
+    Returns:
+        The integer.
+
+    Example:
+        >>> nonnegative_int("0")
+        0
+    """
     return int(_number(int, text, "a non-negative integer", lambda v: v >= 0))
 
 
 def positive_float(text: str) -> float:
     """``type=`` for a finite number > 0 (``nan``, ``inf``, 0 rejected).
+
+    Args:
+        text: the flag's value.
+
+    Returns:
+        The number.
 
     Example:
         >>> positive_float("0.5")
@@ -112,6 +136,13 @@ def add_command(subparsers: Any, name: str, help: str, description: str | None =
 
     Returns:
         The command's parser.
+
+    Example:
+        >>> sub = Parser(prog="gradclip").add_subparsers()
+        >>> p = add_command(sub, "hello", help="say hello")
+        >>> _ = p.add_argument("--times", type=positive_int, default=1, help="how often")
+        >>> "(default: 1)" in p.format_help()
+        True
     """
     parser: Parser = subparsers.add_parser(
         name, help=help, description=description or help, formatter_class=HelpFormatter
@@ -120,7 +151,16 @@ def add_command(subparsers: Any, name: str, help: str, description: str | None =
 
 
 def add_device_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--device {auto,cpu,cuda}`` and ``--threads N``."""
+    """``--device {auto,cpu,cuda}`` and ``--threads N``.
+
+    Args:
+        parser: a parser or argument group.
+
+    Example:
+        >>> p = Parser(prog="gradclip x"); add_device_flags(p)
+        >>> vars(p.parse_args(["--threads", "2"]))
+        {'device': 'auto', 'threads': 2}
+    """
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N"
     )
@@ -135,6 +175,9 @@ def add_device_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
 def device_from_args(args: argparse.Namespace) -> torch.device:
     """Apply ``--threads`` and resolve ``--device`` (a missing CUDA is a UserError).
 
+    Args:
+        args: parsed flags of :func:`add_device_flags`.
+
     Returns:
         The device.
     """
@@ -143,7 +186,11 @@ def device_from_args(args: argparse.Namespace) -> torch.device:
 
 
 def add_progress_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--no-progress``: no progress bar or progress lines."""
+    """``--no-progress``: no progress bar or progress lines.
+
+    Args:
+        parser: a parser or argument group.
+    """
     parser.add_argument(
         "--no-progress",
         action="store_true",

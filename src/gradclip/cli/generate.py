@@ -18,7 +18,11 @@ from gradclip.lm.session import open_trained
 
 
 def register(subparsers: Any) -> None:
-    """Add ``gradclip generate``."""
+    """Add ``gradclip generate``.
+
+    Args:
+        subparsers: the object ``add_subparsers`` returned.
+    """
     p = add_command(subparsers, "generate", help="sample text from a run's checkpoint")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a gradclip train run directory")
     p.add_argument("--length", type=positive_int, default=100, metavar="N", help="tokens to sample")
@@ -33,7 +37,14 @@ def register(subparsers: Any) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    """``gradclip generate``: prints the text, returns 0."""
+    """``gradclip generate``: prints the text.
+
+    Args:
+        args: the parsed flags.
+
+    Returns:
+        0.
+    """
     run, model, _ = open_trained(args.run_dir, device_from_args(args))
     tokens = run.info["tokens"]
     print(sample(model, run.vocab, tokens, args.prompt, args.length, args.temperature, args.seed))

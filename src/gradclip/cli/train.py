@@ -39,7 +39,11 @@ def _field_help(name: str, help: str, configs: dict[str, LMConfig]) -> str:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``gradclip train``."""
+    """Add ``gradclip train``.
+
+    Args:
+        subparsers: the object ``add_subparsers`` returned.
+    """
     p = add_command(
         subparsers,
         "train",
@@ -102,7 +106,14 @@ def register(subparsers: Any) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """``gradclip train``: returns the exit status of the run."""
+    """``gradclip train``.
+
+    Args:
+        args: the parsed flags.
+
+    Returns:
+        The run's exit status (:attr:`gradclip.lm.options.RunResult.exit_status`).
+    """
     options = RunOptions(
         device=device_from_args(args),
         metrics=not args.no_metrics,

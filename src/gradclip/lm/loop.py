@@ -58,6 +58,17 @@ def train_step(
 
     Returns:
         ``(loss, clip statistics, new state)``, the loss detached, nothing read on the host.
+
+    Example:
+        >>> from gradclip.lm.config import load_config
+        >>> from gradclip.lm.session import make_optimizer
+        >>> cfg = load_config("test")[0]
+        >>> model = PTBModel.from_config(cfg, 10)
+        >>> x = torch.zeros(cfg.num_steps, cfg.batch_size, dtype=torch.long)
+        >>> opt = make_optimizer(model, cfg)
+        >>> loss, stats, h = train_step(model, opt, x, x, model.init_state(cfg.batch_size))
+        >>> float(stats.threshold), loss.requires_grad
+        (1.0, False)
     """
     hidden = detach_state(hidden)
     logits, hidden = model(x, hidden)
@@ -69,8 +80,18 @@ def train_step(
 
 
 def result_of(run_dir: Path, st: TrainState, seconds: float, stop: StopFlag) -> RunResult:
+    """The :class:`RunResult` of a run that stands at ``st``.
+
+    Args:
+        run_dir: the run directory.
+        st: where the run stands.
+        seconds: the time this call took.
+        stop: what stopped it, if anything.
+
+    Returns:
+        The result.
+    """
     last = st.history[-1] if st.history else {}
-    clipped = float(st.total_clipped) if st.total_clipped is not None else 0.0
     return RunResult(
         run_dir=run_dir,
         status=st.status,
@@ -79,7 +100,7 @@ def result_of(run_dir: Path, st: TrainState, seconds: float, stop: StopFlag) -> 
         train_ppl=last.get("train_ppl"),
         valid_ppl=last.get("valid_ppl"),
         test_ppl=st.test_ppl,
-        clip_rate=clipped / st.global_step if st.global_step else None,
+        clip_rate=st.clip_rate,
         wall_seconds=seconds,
         diverged_step=st.diverged_step,
         stop_reason=stop.reason if st.status == "stopped" else "",
@@ -98,7 +119,26 @@ def run_loop(
     st: TrainState,
     opts: RunOptions,
 ) -> RunResult:
-    """Train from ``st`` to the end of the schedule, a stop request or divergence."""
+    """Train from ``st`` to the end of the schedule, a stop request or divergence.
+
+    Each epoch: set the tutorial's learning rate, zero the state (unless resuming
+    inside the epoch), run the steps (checkpointing every ``checkpoint_steps`` /
+    ``checkpoint_minutes``), then evaluate valid, record the epoch and checkpoint;
+    after the last one, the batch-1 test pass.
+
+    Args:
+        cfg: the config.
+        model: the model.
+        optimizer: its :class:`~gradclip.ClippedOptimizer`.
+        corpus: the token streams.
+        run_dir: the run directory (created).
+        device: where training runs.
+        st: where to start from (fresh or restored from a checkpoint).
+        opts: logging, progress, stop and signal options.
+
+    Returns:
+        The :class:`RunResult`; ``st`` is left where the run ended.
+    """
     t_start = time.perf_counter()
     out = opts.out
     B, T = cfg.batch_size, cfg.num_steps

@@ -32,6 +32,12 @@ class RunOptions:
         stop_after: stop (checkpoint saved, status ``stopped``) after this many steps in all.
         handle_signals: SIGINT/SIGTERM stop the run at the next step (main thread only).
         out: where messages go (default ``sys.stdout``).
+
+    Example:
+        >>> import dataclasses
+        >>> quiet = RunOptions(progress=False, tensorboard=False)
+        >>> dataclasses.replace(quiet, stop_after=100).stop_after
+        100
     """
 
     device: str | torch.device | None = "auto"
@@ -66,6 +72,12 @@ class RunResult:
         stop_reason: what stopped it (``"SIGTERM"``, ``"stopped after 100 steps"``).
         signum: the signal that stopped it, if one did.
         history: one record per completed epoch.
+
+    Example:
+        >>> r = RunResult(Path("runs/r"), "stopped", 120, 0, None, None, None, 0.25, 3.0,
+        ...               stop_reason="SIGTERM", signum=15)
+        >>> r.exit_status
+        143
     """
 
     run_dir: Path
@@ -84,8 +96,12 @@ class RunResult:
 
     @property
     def exit_status(self) -> int:
-        """The CLI's exit status: 0 finished or stopped by ``stop_after``, 3 diverged,
-        128 + N stopped by signal N (130 SIGINT, 143 SIGTERM)."""
+        """The CLI's exit status.
+
+        Returns:
+            0 finished or stopped by ``stop_after``, 3 diverged, 128 + N stopped
+            by signal N (130 SIGINT, 143 SIGTERM).
+        """
         if self.status == "diverged":
             return 3
         return 128 + self.signum if self.status == "stopped" and self.signum else 0

@@ -42,6 +42,10 @@ def say(message: str, stream: TextIO | None = None) -> None:
     Args:
         message: the line.
         stream: where to (default ``sys.stdout``).
+
+    Example:
+        >>> say("epoch 1/13  lr 1")
+        epoch 1/13  lr 1
     """
     stream = stream or sys.stdout
     try:
@@ -68,6 +72,17 @@ class LoopMonitor(GradMonitor):
         model: the model (gives the parameter names).
         optimizer: the :class:`~gradclip.ClippedOptimizer` to observe.
         update_ratio_every: steps between two update-ratio measurements.
+
+    Example:
+        >>> import torch
+        >>> from gradclip import ClippedOptimizer, make_clipper
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+        >>> opt = ClippedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
+        ...                        make_clipper("norm", max_norm=1.0))
+        >>> monitor = LoopMonitor(model, opt)
+        >>> model(torch.ones(1, 2)).sum().backward(); _ = opt.step()
+        >>> sorted(monitor.take()[1]["layers"])  # step 1, like metrics.jsonl
+        ['0']
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: Any, update_ratio_every: int = 100):
@@ -82,10 +97,15 @@ class LoopMonitor(GradMonitor):
         self.attach(optimizer)
 
     def before_step(self, obs: Any) -> None:
+        """Observer hook: the monitor's, with the step numbered from 1."""
         super().before_step(dataclasses.replace(obs, step=obs.step + 1))
 
     def take(self) -> dict[int, dict[str, Any]]:
-        """Flush and return, by step, what each step adds to its ``metrics.jsonl`` row."""
+        """Flush and return, by step, what each step adds to its ``metrics.jsonl`` row.
+
+        Returns:
+            step → ``{"skipped", "layers"[, "update_ratio"][, "events"]}``.
+        """
         self.flush()
         extra: dict[int, dict[str, Any]] = {}
         for rec in self.sink.records:
@@ -101,7 +121,11 @@ class LoopMonitor(GradMonitor):
 
     def replay(self, rows: Iterable[dict[str, Any]]) -> None:
         """Feed recorded ``metrics.jsonl`` rows to the event detector and the summary,
-        so that a resumed run detects and counts exactly as an uninterrupted one."""
+        so that a resumed run detects and counts exactly as an uninterrupted one.
+
+        Args:
+            rows: the rows up to the checkpoint, in step order.
+        """
         for row in rows:
             norm = math.nan if row.get("norm") is None else row["norm"]
             layers = {k: math.nan if v is None else v for k, v in row.get("layers", {}).items()}
@@ -126,6 +150,14 @@ class MetricsLog:
             passes 709·T, above which the step's perplexity exp(loss/T) overflows.
         monitor: adds per-layer norms, update ratios and events to the rows.
         events_to: where an event's message is printed (one line per kind per flush).
+
+    Example:
+        >>> import io, torch
+        >>> log = MetricsLog(None, flush_every=2, max_loss=100.0)
+        >>> one = torch.tensor(1.0)
+        >>> log.add(1, 0, 1.0, (one, one, one, one, torch.tensor(False)))
+        >>> log.add(2, 0, 1.0, (torch.tensor(float("nan")), one, one, one, torch.tensor(False)))
+        2
     """
 
     def __init__(
@@ -151,6 +183,12 @@ class MetricsLog:
 
     def add(self, step: int, epoch: int, lr: float, values: tuple[Tensor, ...]) -> int | None:
         """Keep one step's values (``METRIC_COLUMNS`` order); flush every ``flush_every``.
+
+        Args:
+            step: the global step (1-based).
+            epoch: the 0-based epoch.
+            lr: the learning rate.
+            values: 0-d tensors in ``METRIC_COLUMNS`` order.
 
         Returns:
             What :meth:`flush` returned when this call flushed, else ``None``.
@@ -217,6 +255,12 @@ def make_tb_writer(log_dir: Path, purge_step: int | None = None) -> Any:
 
     Returns:
         The writer, or ``None``.
+
+    Example:
+        >>> import tempfile
+        >>> tb = make_tb_writer(Path(tempfile.mkdtemp()))
+        >>> if tb is not None:
+        ...     tb.add_scalar("train/loss", 1.5, 1); tb.close()
     """
     try:
         import tensorboard  # type: ignore[import-untyped]  # noqa: F401
@@ -227,7 +271,7 @@ def make_tb_writer(log_dir: Path, purge_step: int | None = None) -> Any:
 
 
 class Progress:
-    """Progress of one epoch: a tqdm bar when ``stream`` is a terminal, otherwise a
+    r"""Progress of one epoch: a tqdm bar when ``stream`` is a terminal, otherwise a
     plain line at most every ``seconds`` (so logs of batch jobs show speed too).
 
     Args:
@@ -237,6 +281,13 @@ class Progress:
         enabled: ``False`` shows nothing.
         seconds: least time between two plain lines.
         stream: where to (default ``sys.stderr``).
+
+    Example:
+        >>> import io
+        >>> out = io.StringIO()  # not a terminal: plain lines
+        >>> p = Progress(100, "epoch 1/2", seconds=0.0, stream=out)
+        >>> p.update(50, "ppl=300.00"); out.getvalue()
+        'epoch 1/2 step 50/100  ppl=300.00\n'
     """
 
     def __init__(
@@ -263,12 +314,25 @@ class Progress:
             )  # fmt: skip
 
     def words_per_second(self, done: int, words_per_step: int) -> float:
-        """Speed since this epoch's start (or resume)."""
+        """Speed since this epoch's start (or resume).
+
+        Args:
+            done: steps of the epoch done.
+            words_per_step: B · T.
+
+        Returns:
+            Words per second.
+        """
         elapsed = time.perf_counter() - self.t0
         return (done - self.first) * words_per_step / max(elapsed, 1e-9)
 
     def update(self, done: int, postfix: str) -> None:
-        """Show that ``done`` steps of the epoch are done, with ``postfix`` (speed, ppl...)."""
+        """Show that ``done`` steps of the epoch are done, with ``postfix`` (speed, ppl...).
+
+        Args:
+            done: steps of the epoch done.
+            postfix: the figures to show.
+        """
         if not self.enabled:
             return
         if self.bar is not None:

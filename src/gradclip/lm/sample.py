@@ -36,6 +36,12 @@ def sample(
 
     Returns:
         The prompt and the sampled continuation, ``<eos>`` as a line break.
+
+    Example:
+        >>> model = PTBModel(vocab_size=3, hidden_size=4, num_layers=1).eval()
+        >>> text = sample(model, ["a", "b", "<eos>"], "word", "a b", length=5, seed=1)
+        >>> text.split()[:2], len(text.split()) <= 7
+        (['a', 'b'], True)
     """
     if not temperature > 0:
         raise UserError(f"--temperature must be positive, got {temperature!r}")

@@ -62,7 +62,11 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
 
 def set_threads(threads: int | None) -> None:
     """``torch.set_num_threads(threads)``; without it, at most one thread per CPU core
-    (unless ``OMP_NUM_THREADS`` is set)."""
+    (unless ``OMP_NUM_THREADS`` is set).
+
+    Args:
+        threads: the thread count, or ``None``.
+    """
     if threads:
         torch.set_num_threads(threads)
     elif "OMP_NUM_THREADS" not in os.environ:
@@ -77,6 +81,11 @@ def build_clipper(cfg: LMConfig) -> tuple[Clipper, str]:
 
     Returns:
         ``(clipper, full spec)``, the spec naming every option set (``max_norm`` included).
+
+    Example:
+        >>> from gradclip.lm.config import load_config
+        >>> build_clipper(load_config("small")[0])[1]
+        'norm:max_norm=5.0'
     """
     name, options = clip_options(cfg)
     return make_clipper(name, **options), format_clipper_spec(name, options)
@@ -98,6 +107,13 @@ def make_optimizer(
 
     Returns:
         The :class:`~gradclip.ClippedOptimizer`.
+
+    Example:
+        >>> from gradclip.lm.config import load_config
+        >>> cfg = load_config("test")[0]
+        >>> opt = make_optimizer(PTBModel.from_config(cfg, 10), cfg)
+        >>> type(opt.optimizer).__name__, opt.clipper.max_norm
+        ('SGD', 1.0)
     """
     if clipper is None:
         clipper, _ = build_clipper(cfg)
@@ -110,7 +126,22 @@ def make_optimizer(
 
 def build_model(cfg: LMConfig, vocab_size: int, device: torch.device) -> PTBModel:
     """``PTBModel.from_config(cfg, vocab_size)`` on ``device``; running out of memory
-    is a UserError saying how big the model was."""
+    is a UserError saying how big the model was.
+
+    Args:
+        cfg: the config.
+        vocab_size: V.
+        device: where the model goes.
+
+    Returns:
+        The model.
+
+    Example:
+        >>> from gradclip.lm.config import load_config
+        >>> cfg = load_config("test")[0]
+        >>> build_model(cfg, 10, torch.device("cpu")).hidden_size
+        2
+    """
     try:
         return PTBModel.from_config(cfg, vocab_size).to(device)
     except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
@@ -135,6 +166,12 @@ def load_run_corpus(run: Run, data: str | os.PathLike[str] | None = None) -> Cor
 
     Returns:
         The corpus, with the run's vocabulary.
+
+    Example (a run whose corpus file changed after training)::
+
+        load_run_corpus(read_run("runs/r"))
+        # UserError: the corpus in DIR is not the one runs/r was trained on: the
+        # valid file changed (SHA-256 differs from run.json); pass --data DIR ...
     """
     info = run.info
     where = data or info["data"]
@@ -167,6 +204,12 @@ def load_run_checkpoint(run: Run, device: torch.device) -> tuple[dict[str, Any],
 
     Returns:
         ``(checkpoint dict, model with the checkpoint's weights)``.
+
+    Example (a checkpoint copied from a run with two layers)::
+
+        load_run_checkpoint(read_run("runs/r"), torch.device("cpu"))
+        # UserError: checkpoint runs/r/checkpoint.pt belongs to another config:
+        # num_layers = 2 there, 1 in runs/r/config.toml
     """
     path = run.checkpoint_path
     blob = load_checkpoint(path, device)
@@ -196,6 +239,11 @@ def open_trained(run_dir: str | Path, device: torch.device) -> tuple[Run, PTBMod
 
     Returns:
         ``(run, model, checkpoint dict)``.
+
+    Example::
+
+        run, model, blob = open_trained("runs/small-1", torch.device("cpu"))
+        print(run.status, blob["global_step"], model.training)  # finished 30199 False
     """
     run = read_run(run_dir)
     blob, model = load_run_checkpoint(run, device)
@@ -211,6 +259,12 @@ class StopFlag:
         requested: whether a stop was asked for.
         reason: what asked, e.g. ``"SIGTERM"`` or ``"stopped after 100 steps"``.
         signum: the signal's number, or ``None``.
+
+    Example:
+        >>> stop = StopFlag()
+        >>> stop.request("stopped after 10 steps"); stop.request("SIGTERM", 15)
+        >>> stop(), stop.reason, stop.signum
+        (True, 'stopped after 10 steps', None)
     """
 
     def __init__(self) -> None:
@@ -222,13 +276,22 @@ class StopFlag:
         return self.requested
 
     def request(self, reason: str, signum: int | None = None) -> None:
-        """Ask for a stop (the first reason is kept)."""
+        """Ask for a stop (the first reason is kept).
+
+        Args:
+            reason: what asks.
+            signum: the signal, if a signal asks.
+        """
         if not self.requested:
             self.requested, self.reason, self.signum = True, reason, signum
 
     @contextmanager
     def catch_signals(self) -> Iterator[None]:
-        """Within the block, SIGINT and SIGTERM request a stop (main thread only)."""
+        """Within the block, SIGINT and SIGTERM request a stop (main thread only).
+
+        Returns:
+            A context manager; on leaving it the previous handlers are restored.
+        """
 
         def handler(signum: int, frame: FrameType | None) -> None:
             if self.requested and signum == signal.SIGINT:

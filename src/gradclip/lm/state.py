@@ -43,6 +43,11 @@ class TrainState:
         epoch_cost: Σ loss over the epoch's steps (0-d tensor, on the device).
         epoch_clipped: number of the epoch's steps that clipped (0-d tensor).
         total_clipped: number of all steps that clipped (0-d tensor).
+
+    Example:
+        >>> st = TrainState(global_step=40, total_clipped=torch.tensor(10.0))
+        >>> st.summary(LMConfig(0.1, 1.0, 5.0, 1, 2, 2, 1, 1, 1.0, 0.5, 2, 10))["clip_rate"]
+        0.25
     """
 
     epoch: int = 0
@@ -58,7 +63,13 @@ class TrainState:
     total_clipped: Tensor | None = None
 
     def start_epoch(self, model: PTBModel, batch_size: int, device: torch.device) -> None:
-        """Zero hidden state and sums at the start of an epoch (not when resuming inside one)."""
+        """Zero hidden state and sums at the start of an epoch (not when resuming inside one).
+
+        Args:
+            model: gives the zero state.
+            batch_size: B.
+            device: where the sums live.
+        """
         if self.total_clipped is None:
             self.total_clipped = torch.zeros((), device=device)
         if self.step_in_epoch == 0 or self.hidden is None:
@@ -70,6 +81,12 @@ class TrainState:
         self, cfg: LMConfig, model: PTBModel, optimizer: Any, device: torch.device
     ) -> dict[str, Any]:
         """The checkpoint dict of this state with ``model`` and ``optimizer``.
+
+        Args:
+            cfg: the run's config (compared on resume before anything is loaded).
+            model: its weights.
+            optimizer: its state (the clipper's included).
+            device: whose RNG state is saved too.
 
         Returns:
             A dict that ``torch.load(weights_only=True)`` reads back.
@@ -132,9 +149,24 @@ class TrainState:
             st.epoch_clipped = blob["epoch_clipped"].to(device)
         return st
 
-    def summary(self, cfg: LMConfig) -> dict[str, Any]:
-        """The ``summary.json`` record of this state (strict JSON is applied on writing)."""
+    @property
+    def clip_rate(self) -> float | None:
+        """Fraction of all steps so far that clipped (``None`` before the first step)."""
+        if not self.global_step:
+            return None
         clipped = float(self.total_clipped) if self.total_clipped is not None else 0.0
+        return clipped / self.global_step
+
+    def summary(self, cfg: LMConfig) -> dict[str, Any]:
+        """The ``summary.json`` record of this state (strict JSON is applied on writing).
+
+        Args:
+            cfg: the run's config.
+
+        Returns:
+            ``status``, ``finished``, ``global_step``, ``epochs``, ``test_ppl``,
+            ``diverged_step``, ``clip_rate``, ``config``.
+        """
         return {
             "status": self.status,
             "finished": self.status == "finished",
@@ -142,6 +174,6 @@ class TrainState:
             "epochs": self.history,
             "test_ppl": self.test_ppl,
             "diverged_step": self.diverged_step,
-            "clip_rate": clipped / self.global_step if self.global_step else None,
+            "clip_rate": self.clip_rate,
             "config": cfg.as_dict(),
         }

@@ -71,7 +71,7 @@ def train(
     options: RunOptions | None = None,
     label: str | None = None,
 ) -> RunResult:
-    """Train the tutorial's language model in a new run directory.
+    r"""Train the tutorial's language model in a new run directory.
 
     Everything is checked (config, clipper spec, corpus, device, model size)
     before the directory is created, atomically, with a step-0 checkpoint: a
@@ -90,6 +90,19 @@ def train(
 
     Returns:
         The :class:`RunResult` (status ``finished``, ``stopped`` or ``diverged``).
+
+    Example:
+        >>> import io, random, tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for split in ("train", "valid", "test"):
+        ...     words = " ".join(random.Random(0).choice("abcde") for _ in range(900))
+        ...     _ = (root / f"{split}.txt").write_text(words + "\n")
+        >>> quiet = RunOptions(progress=False, tensorboard=False, out=io.StringIO())
+        >>> r = train("test", root, root / "run", options=quiet)
+        >>> r.status, r.epochs, r.steps, r.test_ppl < 6  # 22 = ⌊(⌊901/20⌋ − 1)/2⌋ steps
+        ('finished', 1, 22, True)
+        >>> resume(root / "run", options=quiet).status  # already finished
+        'finished'
     """
     opts = options or RunOptions()
     label = label or (Path(config).stem if isinstance(config, str) else "run")
