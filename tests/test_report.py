@@ -76,8 +76,8 @@ def test_report_overlays_every_kind(outputs: dict[str, Path], tmp_path: Path) ->
     assert main(["report", *dirs, str(outputs["train"]), "-o", str(out)]) == 0
     page = out.read_text(encoding="utf-8")
     srcs = re.findall(r'<img src="([^"]+)"', page)
-    # overview + train (norm, clip rate, heat-map) ×2 + profile + tasks
-    assert len(srcs) == 1 + 3 * 2 + 1 + 1
+    # overview + train (loss, norm, clip rate, heat-map, perplexity) ×2 + profile + tasks
+    assert len(srcs) == 1 + 5 * 2 + 1 + 1
     for src in srcs:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG)
@@ -89,6 +89,7 @@ def test_report_overlays_every_kind(outputs: dict[str, Path], tmp_path: Path) ->
     assert view.kind == "train" and set(view.layers) == {"rnn", "decoder"}
     assert view.events == [(3, "explosion", "norm 9 > 5×1")]
     assert len(view.norm) == len(view.steps) == len(view.layers["rnn"]) > 0
+    assert view.epochs and "valid_ppl" in view.epochs[0]
 
 
 @pytest.mark.parametrize(

@@ -107,6 +107,14 @@ def _overview(views: Sequence[RunView]) -> list[dict[str, str]]:
 def _train_figures(v: RunView) -> list[dict[str, str]]:
     figs = []
     if v.steps:
+        fig, ax = plots.figure(10, 3.2)
+        width = max(1, len(v.steps) // 100)
+        ax.plot(v.steps, _series(v.loss), lw=0.5, alpha=0.4, color="#1f77b4", label="per step")
+        ax.plot(v.steps, _smooth(v.loss, width), color="#1f77b4", label=f"{width}-step mean")
+        ax.set(xlabel="step", ylabel="training loss")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        figs.append(_fig(fig, "Training loss per step."))
         fig, ax = plots.figure(10, 3.6)
         ax.semilogy(v.steps, _series(v.norm), lw=0.7, color="#1f77b4", label="norm (pre-clip)")
         if any(t is not None for t in v.threshold):

@@ -202,10 +202,10 @@ def _read_train(view: RunView) -> None:
         if hasattr(cfg, key):
             view.facts.append((key, _fmt(getattr(cfg, key))))
     summary = run.summary or {}
-    for key in ("test_ppl", "valid_ppl", "diverged_step"):
+    for key in ("test_ppl", "clip_rate", "diverged_step"):
         if key in summary:
             view.facts.append((key, _fmt(summary[key])))
-    history = summary.get("history")
+    history = summary.get("epochs", summary.get("history"))
     if isinstance(history, list):
         view.epochs = [h for h in history if isinstance(h, dict)]
     for rec in run.metrics():
