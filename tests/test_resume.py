@@ -252,3 +252,16 @@ def test_crlf_character_corpus_trains_evaluates_and_resumes(tmp_path, capsys):
     assert main(["evaluate", str(run)]) == 0
     assert resume(run) == 0
     assert main(["generate", str(run), "--length", "20"]) == 0
+
+
+def test_a_run_in_use_is_not_resumed_twice(corpus, reference, tmp_path, capsys):
+    run = tmp_path / "busy"
+    proc = start(corpus, run)
+    wait_for_step(run, 5, proc)
+    assert resume(run) == 2
+    err = capsys.readouterr().err
+    assert "is in use by another gradclip process" in err and len(err.strip().splitlines()) == 1
+    proc.kill()  # the lock dies with its process
+    proc.communicate(timeout=60)
+    assert resume(run) == 0
+    same_results(reference, run)

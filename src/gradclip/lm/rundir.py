@@ -36,7 +36,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from gradclip.lm.files import (
 __all__ = [
     "CHECKPOINT_FILE",
     "CONFIG_FILE",
+    "LOCK_FILE",
     "METRICS_FILE",
     "RUN_FILE",
     "STATUSES",
@@ -70,6 +71,7 @@ __all__ = [
     "default_run_dir",
     "encode_vocab",
     "load_checkpoint",
+    "lock_run",
     "read_json",
     "read_metrics",
     "read_run",
@@ -86,6 +88,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 TENSORBOARD_DIR = "tb"
+#: Held (``flock``) by the process training in the directory; the OS releases it
+#: when that process ends, however it ends.
+LOCK_FILE = ".lock"
 #: ``summary.json``'s ``status``: ``running`` (last checkpoint of a live or killed
 #: run), ``stopped`` (signal or ``--stop-after``), ``finished``, ``diverged``.
 STATUSES = ("running", "stopped", "finished", "diverged")
@@ -216,6 +221,50 @@ def create_run(path: str | Path, files: Mapping[str, str | bytes]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return run_dir
+
+
+@contextlib.contextmanager
+def lock_run(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock: one process trains in it at a time.
+
+    A second ``gradclip train --resume`` on a directory in use is refused
+    instead of corrupting it. The lock is an ``fcntl.flock`` on ``.lock``,
+    released by the OS when the holder exits, even after ``kill -9``;
+    where ``fcntl`` is missing (Windows) no lock is taken.
+
+    Args:
+        run_dir: the run directory.
+
+    Returns:
+        A context manager holding the lock.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> with lock_run(d):
+        ...     with lock_run(d):
+        ...         pass
+        Traceback (most recent call last):
+        ...
+        gradclip.errors.UserError: run directory ... is in use by another gradclip process ...
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"run directory {run_dir} is in use by another gradclip process "
+                "(wait for it to end, or stop it with SIGTERM)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def clean_stale_temp(run_dir: Path) -> list[Path]:

@@ -37,11 +37,13 @@ from gradclip.lm.rundir import (
     RUN_FILE,
     SUMMARY_FILE,
     VOCAB_FILE,
+    Run,
     checkpoint_bytes,
     clean_stale_temp,
     create_run,
     default_run_dir,
     encode_vocab,
+    lock_run,
     read_run,
     strict_json,
     truncate_metrics,
@@ -153,7 +155,8 @@ def train(
         f"{torch.get_num_threads()} thread(s); run dir {path}",
         opts.out,
     )
-    return run_loop(cfg, model, optimizer, corpus, path, device, state, opts)
+    with lock_run(path):
+        return run_loop(cfg, model, optimizer, corpus, path, device, state, opts)
 
 
 def resume(
@@ -172,7 +175,12 @@ def resume(
     """
     opts = options or RunOptions()
     run = read_run(run_dir)
-    clean_stale_temp(run.path)
+    with lock_run(run.path):
+        return _resume(run, data, opts)
+
+
+def _resume(run: Run, data: str | Path | None, opts: RunOptions) -> RunResult:
+    clean_stale_temp(run.path)  # safe: the lock says no other process writes here
     device = resolve_device(opts.device)
     blob, model = load_run_checkpoint(run, device)
     corpus = load_run_corpus(run, data)
