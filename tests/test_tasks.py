@@ -176,6 +176,8 @@ def test_grid_jobs_table_and_roundtrip(tmp_path: Path) -> None:
     assert [r.error for r in parallel] == [r.error for r in serial]  # same seeds, same runs
     table = success_table(serial)
     assert "| addition | none | 10 | 0/2 |" in table
+    mean_loss = sum(r.final_loss for r in serial) / 2
+    assert f"| {mean_loss:.3g} | 3 |" in table
     write_results(tmp_path, serial, {"steps": 3})
     back, settings = read_results(tmp_path)
     assert settings == {"steps": 3}

@@ -8,6 +8,7 @@ against length, one line per task and method).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -119,17 +120,17 @@ def _groups(results: Iterable[TaskResult]) -> dict[tuple[str, str], dict[int, li
 
 
 def success_table(results: Sequence[TaskResult]) -> str:
-    """A Markdown table: success rate (successes/seeds), mean error %, divergences, per
-    task × method × length.
+    """A Markdown table: success rate (successes/seeds), mean test error, runs diverged,
+    mean final training loss (finite runs) and mean updates, per task × method × length.
 
     Example:
         >>> print(success_table([]))
-        | task | method | length | success | mean error | diverged | mean steps |
-        |---|---|---|---|---|---|---|
+        | task | method | length | success | mean error | diverged | final loss | mean steps |
+        |---|---|---|---|---|---|---|---|
     """
     lines = [
-        "| task | method | length | success | mean error | diverged | mean steps |",
-        "|---|---|---|---|---|---|---|",
+        "| task | method | length | success | mean error | diverged | final loss | mean steps |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for (task, method), by_len in _groups(results).items():
         for length in sorted(by_len):
@@ -138,18 +139,21 @@ def success_table(results: Sequence[TaskResult]) -> str:
             err = sum(r.error for r in rs) / len(rs)
             div = sum(r.diverged for r in rs)
             steps = sum(r.steps_run for r in rs) / len(rs)
+            losses = [r.final_loss for r in rs if math.isfinite(r.final_loss)]
+            loss = f"{sum(losses) / len(losses):.3g}" if losses else "—"
             lines.append(
                 f"| {TASKS[task].title} | {method} | {length} | {ok}/{len(rs)} | "
-                f"{100 * err:.1f} % | {div} | {steps:.0f} |"
+                f"{100 * err:.1f} % | {div} | {loss} | {steps:.0f} |"
             )
     return "\n".join(lines)
 
 
 def success_axes(ax: Any, results: Sequence[TaskResult]) -> None:
-    """Success rate against length, one line per (task, method)."""
-    for (task, method), by_len in _groups(results).items():
+    """Success rate against length, one line per (task, method); the lines are offset by
+    0.01 each so that equal rates do not hide one another."""
+    for i, ((task, method), by_len) in enumerate(_groups(results).items()):
         xs = sorted(by_len)
-        ys = [sum(r.success for r in by_len[n]) / len(by_len[n]) for n in xs]
+        ys = [sum(r.success for r in by_len[n]) / len(by_len[n]) + 0.01 * i for n in xs]
         ax.plot(xs, ys, "-o", label=f"{TASKS[task].title}, {method}")
     ax.set_xlabel("sequence length L")
     ax.set_ylabel("success rate (< 1 % wrong of fresh sequences)")
