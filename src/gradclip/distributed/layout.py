@@ -68,13 +68,6 @@ class Layout:
         (always, when nothing is communicated)."""
         return self.shards[index].counted or not self.communicate
 
-    def mask(self, attr: str) -> Tensor:
-        """A bool tensor with one entry per gradient: ``attr`` of each shard
-        (``"counted"``: :meth:`counted`)."""
-        if attr == "counted":
-            return torch.tensor([self.counted(i) for i in range(len(self.shards))])
-        return torch.tensor([bool(getattr(s, attr)) for s in self.shards], dtype=torch.bool)
-
     def packet(self, norm_type: float) -> NormPacket:
         """A new :class:`~gradclip.distributed.reduce.NormPacket` on the gradients' device."""
         device = self.shards[0].local.device if self.shards else torch.device("cpu")
@@ -97,16 +90,19 @@ class Layout:
         Returns:
             A :class:`_Pending` whose results are read after ``packet.reduce()``.
         """
-        sharded = self.mask("sharded").to(local_norms.device)
-        counted = self.mask("counted").to(local_norms.device)
-        idx = torch.nonzero(sharded).flatten()
-        whole = torch.nonzero(~sharded).flatten()
-        h_sharded = packet.entries(local_norms[idx], counted[idx])
-        h_whole = packet.total(local_norms[whole], counted[whole])
+        dev = local_norms.device
+        n = len(self.shards)
+        idx = _on_device(tuple(i for i in range(n) if self.shards[i].sharded), torch.int64, dev)
+        whole = _on_device(
+            tuple(i for i in range(n) if not self.shards[i].sharded), torch.int64, dev
+        )
+        counted = _on_device(tuple(self.counted(i) for i in range(n)), torch.bool, dev)
+        n_sharded, n_whole = local_norms.index_select(0, idx), local_norms.index_select(0, whole)
+        h_sharded = packet.entries(n_sharded, counted.index_select(0, idx))
+        h_whole = packet.total(n_whole, counted.index_select(0, whole))
         h_post = h_lowered = None
         if post is not None:  # a whole tensor's norm is exact here, so its post-clip norm is too
-            n_whole = local_norms[whole]
-            h_post = packet.total(post(n_whole), counted[whole])
+            h_post = packet.total(post(n_whole), counted.index_select(0, whole))
             h_lowered = packet.any(post(n_whole) < n_whole)
         return _Pending(packet, local_norms, idx, h_sharded, h_whole, post, h_post, h_lowered)
 
@@ -176,8 +172,7 @@ class _Pending:
         """``(global per-tensor norms, global total)``, after ``packet.reduce()``."""
         sharded = self.packet.get(self.h_sharded).to(self.local_norms)
         whole = self.packet.get(self.h_whole).to(self.local_norms)
-        norms = self.local_norms.clone()
-        norms[self.sharded_index] = sharded
+        norms = self.local_norms.index_copy(0, self.sharded_index, sharded)
         return norms, combine_partial_norms(torch.cat([sharded, whole]), self.packet.p)
 
     def post_total(self) -> tuple[Tensor, Tensor]:
@@ -246,3 +241,10 @@ def _group_ranks(group: dist.ProcessGroup | None) -> frozenset[int]:
 @functools.lru_cache(maxsize=256)
 def _mesh_ranks(mesh: DeviceMesh) -> frozenset[int]:
     return frozenset(int(r) for r in mesh.mesh.flatten().tolist())
+
+
+@functools.lru_cache(maxsize=256)
+def _on_device(values: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A small constant tensor, copied to ``device`` once (the layout repeats every
+    step; a fresh host-to-device copy, or ``nonzero``, would sync an accelerator)."""
+    return torch.tensor(values, dtype=dtype, device=device)
