@@ -72,3 +72,11 @@ def test_bad_input_raises_user_error_and_writes_nothing(corpus, tmp_path, cfg):
         with pytest.raises(UserError, match=message):
             train(config, corpus, tmp_path / "r", options=QUIET)
         assert not (tmp_path / "r").exists()
+
+
+def test_stop_after_already_reached_does_no_step(corpus, tmp_path, cfg, one_thread):
+    opts = dataclasses.replace(QUIET, out=io.StringIO(), stop_after=12)
+    assert train(cfg, corpus, tmp_path / "r", options=opts).steps == 12
+    again = resume(tmp_path / "r", options=dataclasses.replace(opts, stop_after=5))
+    assert (again.status, again.steps) == ("stopped", 12)
+    assert len(read_run(tmp_path / "r").metrics()) == 12

@@ -160,6 +160,8 @@ def run_loop(
         events_to=sys.stderr,
     )
     stop = StopFlag()
+    if opts.stop_after is not None and st.global_step >= opts.stop_after:  # nothing to do
+        stop.request(f"stopped after {opts.stop_after} steps")
     last_save = time.monotonic()
     path = run_dir / CHECKPOINT_FILE
 
