@@ -12,6 +12,7 @@ import pytest
 from gradclip.cli import main
 from gradclip.diagnostics.profile import TemporalProfile
 from gradclip.diagnostics.report import read_view
+from gradclip.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -126,3 +127,26 @@ def test_report_bad_dirs_write_nothing(
         assert words in err and err.count("\n") == 1
         assert not out.exists()
     assert main(["report", str(outputs["profile"]), "-o", str(tmp_path / "no" / "r.html")]) == 2
+
+
+def test_report_reads_sweep_suggest_and_figure_folders(tmp_path: Path) -> None:
+    from gradclip.diagnostics import plots
+    from gradclip.diagnostics.report import write_report
+
+    fig, ax = plots.figure(2, 2)
+    ax.plot([0, 1], [1, 0])
+    sweep, sugg, figs = tmp_path / "sweep", tmp_path / "suggest", tmp_path / "figs"
+    for d, png in ((sweep, "sweep.png"), (sugg, "suggest.png"), (figs, "any.png")):
+        d.mkdir()
+        plots.save(fig, d / png)
+    rows = [{"method": "norm", "threshold": 1.0, "valid_ppl": None, "diverged": False}]
+    (sweep / "sweep.json").write_text(json.dumps({"rows": rows}))
+    views = {p.name: read_view(p) for p in (sweep, sugg, figs)}
+    assert [v.kind for v in views.values()] == ["sweep", "suggest", "figures"]
+    assert views["sweep"].tables[0][1] == ["method", "threshold", "valid_ppl", "diverged"]
+    assert views["sweep"].tables[0][2] == [["norm", "1", "—", "False"]]
+    page = write_report([sweep, sugg, figs], tmp_path / "r.html").read_text()
+    assert page.count('<img src="data:image/png;base64,') == 3
+    (figs / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="not a PNG"):
+        read_view(figs)
