@@ -84,6 +84,8 @@ def run_profile(args: argparse.Namespace) -> int:
     out = write_profile(args.out, prof, f"{source}, T = {steps}, batch {args.batch}")
     print(f"{source}: {prof.verdict}")
     print(f"  {prof.evidence}")
+    if prof.jacobian_norms is None:
+        print("  (Jacobian products skipped: the state is larger than --max-jacobian-dim)")
     for w in prof.weights:
         print(f"  {w.name}: λ₁ = {w.sigma_max:.4g} vs 1/γ = {w.bound:g} ({w.condition})")
     print(f"wrote {out / PROFILE_PLOT} and {out / PROFILE_FILE}")
