@@ -134,3 +134,16 @@ def test_metrics_reader_and_truncation(tmp_path):
     truncate_metrics(path, 1)
     assert path.read_text() == '{"step": 1, "loss": null}\n'
     assert read_metrics(tmp_path / "none.jsonl") == []
+
+
+def test_files_and_directories_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        run = create_run(tmp_path / "r", {"a.txt": "x"})
+        write_json(run / "s.json", {"a": 1})
+        save_checkpoint(run, {"config": {}, "model": {}})
+    finally:
+        os.umask(old)
+    assert run.stat().st_mode & 0o777 == 0o755
+    for name in ("a.txt", "s.json", "checkpoint.pt"):
+        assert (run / name).stat().st_mode & 0o777 == 0o644, name

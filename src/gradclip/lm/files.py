@@ -17,7 +17,7 @@ import io
 import json
 import math
 import os
-import tempfile
+import secrets
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,10 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         (b'ok', 1)
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # a fresh name opened O_EXCL with mode 0o666, so the umask applies (mkstemp's 0o600 would
+    # leave summaries and checkpoints unreadable to the rest of a group)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)

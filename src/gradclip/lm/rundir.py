@@ -34,7 +34,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -203,7 +202,8 @@ def create_run(path: str | Path, files: Mapping[str, str | bytes]) -> Path:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         for stale in run_dir.parent.glob(f".{run_dir.name}.*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)  # left by a killed create
-        tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".tmp", dir=run_dir.parent))
+        tmp = run_dir.parent / f".{run_dir.name}.{secrets.token_hex(6)}.tmp"
+        tmp.mkdir()  # mode 0o777 less the umask, like any directory the user makes
     except OSError as exc:
         raise UserError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
     try:
