@@ -240,3 +240,18 @@ def test_missing_and_empty_files(tmp_path):
         load_corpus(root)
     with pytest.raises(DataError, match="no training file"):
         load_corpus(tmp_path)
+
+
+def test_unreadable_file_is_a_data_error(tmp_path, monkeypatch):
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.txt").write_text("a b\n")
+    read_bytes = Path.read_bytes
+
+    def deny(self):  # as for a file without read permission (the suite may run as root)
+        if self.name == "valid.txt":
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", deny)
+    with pytest.raises(DataError, match="cannot read .*valid.txt: Permission denied"):
+        load_corpus(tmp_path)

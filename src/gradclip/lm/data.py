@@ -254,7 +254,10 @@ def load_corpus(
     if tokens not in TOKEN_MODES:
         raise DataError(f"tokens must be one of {', '.join(TOKEN_MODES)}, got {tokens!r}")
     files = find_files(data_dir, prefix)
-    raws = {s: files[s].read_bytes() for s in SPLITS}
+    try:
+        raws = {s: files[s].read_bytes() for s in SPLITS}
+    except OSError as exc:
+        raise DataError(f"cannot read {exc.filename}: {exc.strerror}") from None
     shas = {s: hashlib.sha256(raws[s]).hexdigest() for s in SPLITS}
     names = {s: str(files[s]) for s in SPLITS}
     key = _cache_key(shas, tokens, vocab_size)
