@@ -253,5 +253,5 @@ def test_unreadable_file_is_a_data_error(tmp_path, monkeypatch):
         return read_bytes(self)
 
     monkeypatch.setattr(Path, "read_bytes", deny)
-    with pytest.raises(DataError, match="cannot read .*valid.txt: Permission denied"):
+    with pytest.raises(DataError, match=r"cannot read .*valid\.txt: Permission denied"):
         load_corpus(tmp_path)
