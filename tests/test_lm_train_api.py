@@ -9,9 +9,10 @@ import io
 import math
 
 import pytest
+import torch
 
 from gradclip.errors import UserError
-from gradclip.lm import RunOptions, load_config, load_corpus, read_run, resume, train
+from gradclip.lm import Corpus, RunOptions, load_config, load_corpus, read_run, resume, train
 
 QUIET = RunOptions(device="cpu", progress=False, tensorboard=False, handle_signals=False)
 
@@ -80,3 +81,22 @@ def test_stop_after_already_reached_does_no_step(corpus, tmp_path, cfg, one_thre
     again = resume(tmp_path / "r", options=dataclasses.replace(opts, stop_after=5))
     assert (again.status, again.steps) == ("stopped", 12)
     assert len(read_run(tmp_path / "r").metrics()) == 12
+
+
+def test_in_memory_corpus_trains_and_resumes(tmp_path, cfg, one_thread):
+    g = torch.Generator().manual_seed(0)
+    ids = {
+        s: torch.randint(0, 12, (n,), generator=g)
+        for s, n in (("train", 900), ("valid", 300), ("test", 50))
+    }
+    corpus = Corpus(
+        [f"s{i}" for i in range(12)], ids["train"], ids["valid"], ids["test"], {}, {}, "word"
+    )
+    opts = dataclasses.replace(QUIET, out=io.StringIO(), stop_after=7)
+    assert train(cfg, corpus, tmp_path / "r", options=opts).status == "stopped"
+    with pytest.raises(UserError, match="in-memory corpus: pass it again"):
+        resume(tmp_path / "r", options=QUIET)
+    done = resume(
+        tmp_path / "r", data=corpus, options=dataclasses.replace(QUIET, out=io.StringIO())
+    )
+    assert done.status == "finished" and read_run(tmp_path / "r").info["data"] is None

@@ -156,13 +156,14 @@ def build_model(cfg: LMConfig, vocab_size: int, device: torch.device) -> PTBMode
         ) from None
 
 
-def load_run_corpus(run: Run, data: str | os.PathLike[str] | None = None) -> Corpus:
+def load_run_corpus(run: Run, data: Corpus | str | os.PathLike[str] | None = None) -> Corpus:
     """The corpus of ``run``, from where ``run.json`` says or from ``data`` (a moved
-    copy); the files' SHA-256 must match those recorded, else a UserError.
+    copy, or the in-memory :class:`Corpus` the run was started with); the files'
+    SHA-256 must match those recorded, else a UserError.
 
     Args:
         run: the run directory, read.
-        data: another directory holding the same files, or ``None``.
+        data: another directory holding the same files, a :class:`Corpus`, or ``None``.
 
     Returns:
         The corpus, with the run's vocabulary.
@@ -174,10 +175,14 @@ def load_run_corpus(run: Run, data: str | os.PathLike[str] | None = None) -> Cor
         # valid file changed (SHA-256 differs from run.json); pass --data DIR ...
     """
     info = run.info
-    where = data or info["data"]
-    corpus = load_corpus(
-        where, tokens=info["tokens"], prefix=info["data_prefix"], vocab_size=run.config.vocab_size
-    )
+    where = "the given corpus" if isinstance(data, Corpus) else data or info["data"]
+    if isinstance(data, Corpus):
+        corpus = data
+    elif where is None:
+        raise UserError(f"{run.path} was trained on an in-memory corpus: pass it again as data")
+    else:
+        prefix, vocab_size = info["data_prefix"], run.config.vocab_size
+        corpus = load_corpus(where, tokens=info["tokens"], prefix=prefix, vocab_size=vocab_size)
     changed = [s for s, sha in info["sha256"].items() if corpus.sha256.get(s) != sha]
     if changed:
         raise UserError(

@@ -120,10 +120,10 @@ def train(
     model = build_model(cfg, corpus.vocab_size, device)
     optimizer = make_optimizer(model, cfg, clipper)
     state = TrainState()
-    train_file = Path(corpus.files["train"])
+    train_file = Path(corpus.files["train"]) if "train" in corpus.files else None
     info = {
-        "data": str(train_file.parent.resolve()),
-        "data_prefix": train_file.name[: -len("train.txt")],
+        "data": str(train_file.parent.resolve()) if train_file else None,  # None: in memory
+        "data_prefix": train_file.name[: -len("train.txt")] if train_file else None,
         "tokens": corpus.tokens,
         "files": corpus.files,
         "sha256": corpus.sha256,
@@ -160,14 +160,18 @@ def train(
 
 
 def resume(
-    run_dir: str | Path, *, data: str | Path | None = None, options: RunOptions | None = None
+    run_dir: str | Path,
+    *,
+    data: Corpus | str | Path | None = None,
+    options: RunOptions | None = None,
 ) -> RunResult:
     """Continue the run in ``run_dir`` from its last checkpoint, exactly: the metrics
     and results are those of an uninterrupted run.
 
     Args:
         run_dir: a run directory made by :func:`train`.
-        data: the corpus directory, if it moved (its files' hashes must match).
+        data: the corpus directory, if it moved (its files' hashes must match), or
+            the :class:`~gradclip.lm.data.Corpus` of a run started on one in memory.
         options: as for :func:`train` (``stop_after`` counts all steps, old and new).
 
     Returns:
@@ -179,12 +183,12 @@ def resume(
         return _resume(run, data, opts)
 
 
-def _resume(run: Run, data: str | Path | None, opts: RunOptions) -> RunResult:
+def _resume(run: Run, data: Corpus | str | Path | None, opts: RunOptions) -> RunResult:
     clean_stale_temp(run.path)  # safe: the lock says no other process writes here
     device = resolve_device(opts.device)
     blob, model = load_run_checkpoint(run, device)
     corpus = load_run_corpus(run, data)
-    if data is not None and str(Path(data).resolve()) != run.info["data"]:
+    if isinstance(data, (str, Path)) and str(Path(data).resolve()) != run.info["data"]:
         write_json(run.path / RUN_FILE, {**run.info, "data": str(Path(data).resolve())})
     optimizer = make_optimizer(model, run.config)
     state = TrainState.restore(blob, optimizer, device)
