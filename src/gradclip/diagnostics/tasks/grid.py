@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ def grid_configs(
 
 
 def _init_worker(threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(threads)
 
 
@@ -68,6 +69,8 @@ def run_grid(
     on_result: Callable[[TaskResult], None] | None = None,
 ) -> list[TaskResult]:
     """Train every config, ``jobs`` at a time in worker processes, with a tqdm bar.
+
+    The workers are a ``multiprocessing`` pool (spawned); Ctrl-C terminates them at once.
 
     The CPU's threads are split between the jobs (``torch.set_num_threads(cpus // jobs)``
     in each worker). Results come back in ``configs`` order.
@@ -94,13 +97,23 @@ def run_grid(
         else:
             threads = max(1, (os.cpu_count() or 1) // jobs)
             ctx = torch.multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(jobs, ctx, _init_worker, (threads,)) as pool:
-                futures = {pool.submit(train_task, cfg): i for i, cfg in enumerate(configs)}
-                for fut in as_completed(futures):
-                    results[futures[fut]] = _done(fut.result(), bar, on_result)
+            pool = ctx.Pool(jobs, _init_worker, (threads,))
+            try:
+                for i, res in pool.imap_unordered(_indexed, list(enumerate(configs))):
+                    results[i] = _done(res, bar, on_result)
+                pool.close()
+            except BaseException:  # Ctrl-C or a failed run: stop the workers now
+                pool.terminate()
+                raise
+            finally:
+                pool.join()
     finally:
         bar.close()
     return [r for r in results if r is not None]
+
+
+def _indexed(item: tuple[int, TaskConfig]) -> tuple[int, TaskResult]:
+    return item[0], train_task(item[1])
 
 
 def _done(r: TaskResult, bar: Any, cb: Callable[[TaskResult], None] | None) -> TaskResult:
