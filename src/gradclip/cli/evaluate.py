@@ -32,18 +32,11 @@ def register(subparsers: Any) -> None:
         "--json", action="store_true", help="print a JSON object (non-finite values as null)"
     )
     add_device_flags(p)
-    p.set_defaults(func=run_evaluate)
+    p.set_defaults(func=_evaluate)
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    """``gradclip evaluate``: prints the perplexities.
-
-    Args:
-        args: the parsed flags.
-
-    Returns:
-        0.
-    """
+def _evaluate(args: argparse.Namespace) -> int:
+    """Print the perplexities of ``args.run_dir``'s checkpoint; exit status 0."""
     run, model, blob = open_trained(args.run_dir, device_from_args(args))
     corpus = load_run_corpus(run, args.data)
     cfg = run.config

@@ -93,17 +93,14 @@ def positive_int(text: str) -> int:
 
 
 def nonnegative_int(text: str) -> int:
-    """``type=`` for an integer ≥ 0.
+    """``type=`` for an integer ≥ 0 (a seed; a count that may be zero).
 
     Args:
-        text: the flag's value.
+        text: the flag's value, e.g. ``"0"``.
 
     Returns:
-        The integer.
-
-    Example:
-        >>> nonnegative_int("0")
-        0
+        The integer; ``"-1"`` raises ``argparse.ArgumentTypeError`` (argparse then
+        reports ``--seed must be a non-negative integer, got '-1'``).
     """
     return int(_number(int, text, "a non-negative integer", lambda v: v >= 0))
 
@@ -120,6 +117,10 @@ def positive_float(text: str) -> float:
     Example:
         >>> positive_float("0.5")
         0.5
+        >>> positive_float("nan")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: must be positive and finite, got 'nan'
     """
     rule = "positive and finite"
     return float(_number(float, text, rule, lambda v: math.isfinite(v) and v > 0))

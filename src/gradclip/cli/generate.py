@@ -33,18 +33,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=0, metavar="N", help="sampling seed")
     p.add_argument("--prompt", default="", help="text to condition on (tokenised like the corpus)")
     add_device_flags(p)
-    p.set_defaults(func=run_generate)
+    p.set_defaults(func=_generate)
 
 
-def run_generate(args: argparse.Namespace) -> int:
-    """``gradclip generate``: prints the text.
-
-    Args:
-        args: the parsed flags.
-
-    Returns:
-        0.
-    """
+def _generate(args: argparse.Namespace) -> int:
+    """Print text sampled from ``args.run_dir``'s checkpoint; exit status 0."""
     run, model, _ = open_trained(args.run_dir, device_from_args(args))
     tokens = run.info["tokens"]
     print(sample(model, run.vocab, tokens, args.prompt, args.length, args.temperature, args.seed))

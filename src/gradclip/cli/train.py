@@ -102,10 +102,10 @@ def register(subparsers: Any) -> None:
          "many steps in total (exit 0)"),
     ):  # fmt: skip
         run.add_argument(flag, type=kind, default=default, metavar=metavar, help=help)
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=_train)
 
 
-def run_train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace) -> int:
     """``gradclip train``.
 
     Args:

@@ -1,11 +1,13 @@
-"""Atomic, strict file input and output for run directories and caches.
+"""File formats and atomic, strict input and output for run directories and caches.
 
 * :func:`atomic_write_bytes`: temporary file beside the target, fsync, rename;
 * :func:`strict_json` / :func:`write_json` / :func:`read_json`: JSON without the
   non-standard ``NaN``/``Infinity`` (a non-finite number is ``null``), and a
   corrupt file reported in one line naming it;
 * :func:`checkpoint_bytes` / :func:`load_checkpoint`: ``torch.save`` archives,
-  with an empty, truncated or foreign file reported in one line naming it.
+  with an empty, truncated or foreign file reported in one line naming it;
+* :func:`encode_vocab` / :func:`decode_vocab`: ``vocab.txt``, every symbol round-tripped;
+* :func:`lock_run`: one process at a time in a run directory.
 
 Errors a user can fix are :class:`~gradclip.errors.UserError`.
 """
@@ -17,8 +19,10 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +31,21 @@ import torch
 from gradclip.errors import UserError
 
 __all__ = [
+    "LOCK_FILE",
     "atomic_write_bytes",
     "checkpoint_bytes",
+    "decode_vocab",
+    "encode_vocab",
     "load_checkpoint",
+    "lock_run",
     "read_json",
     "strict_json",
     "write_json",
 ]
+
+#: Held (``flock``) by the process training in a run directory; the OS releases it
+#: when that process ends, however it ends.
+LOCK_FILE = ".lock"
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -188,3 +200,100 @@ def read_json(path: Path) -> Any:
         raise UserError(f"file not found: {path}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{path} is corrupt: {exc}") from None
+
+
+def encode_vocab(vocab: list[str]) -> str:
+    r"""The text of ``vocab.txt``: one symbol a line, with ``\`` and every character
+    that is not printable (``'\r'``, ``'\n'``, ``'\x0c'``, ...) escaped as ``\uXXXX``.
+
+    Args:
+        vocab: the symbols, id order.
+
+    Returns:
+        Text that :func:`decode_vocab` turns back into ``vocab``, whatever the symbols.
+
+    Example:
+        >>> encode_vocab(["a", "\r", "\\"])
+        'a\n\\u000d\n\\u005c\n'
+        >>> decode_vocab(encode_vocab(["a", "\r", "\\"])) == ["a", "\r", "\\"]
+        True
+    """
+    return "".join(_escape(w) + "\n" for w in vocab)
+
+
+def _escape(word: str) -> str:
+    out = []
+    for c in word:
+        if c.isprintable() and c != "\\":
+            out.append(c)
+        elif ord(c) <= 0xFFFF:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(f"\\U{ord(c):08x}")
+    return "".join(out)
+
+
+_ESCAPE = re.compile(r"\\(u[0-9a-f]{4}|U[0-9a-f]{8})")
+
+
+def decode_vocab(text: str) -> list[str]:
+    r"""The symbols of a ``vocab.txt`` text (the inverse of :func:`encode_vocab`).
+
+    Args:
+        text: the file's text, read without newline translation.
+
+    Returns:
+        The symbols in id order.
+
+    Example:
+        >>> decode_vocab("the\n\\u000d\n")
+        ['the', '\r']
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [_ESCAPE.sub(lambda m: chr(int(m.group(1)[1:], 16)), line) for line in lines]
+
+
+@contextlib.contextmanager
+def lock_run(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock: one process trains in it at a time.
+
+    A second ``gradclip train --resume`` on a directory in use is refused
+    instead of corrupting it. The lock is an ``fcntl.flock`` on ``.lock``,
+    released by the OS when the holder exits, even after ``kill -9``;
+    where ``fcntl`` is missing (Windows) no lock is taken.
+
+    Args:
+        run_dir: the run directory.
+
+    Returns:
+        A context manager holding the lock.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> with lock_run(d):
+        ...     with lock_run(d):
+        ...         pass
+        Traceback (most recent call last):
+        ...
+        gradclip.errors.UserError: run directory ... is in use by another gradclip process ...
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"run directory {run_dir} is in use by another gradclip process "
+                "(wait for it to end, or stop it with SIGTERM)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -35,7 +35,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,9 +43,13 @@ from typing import Any
 from gradclip.errors import UserError
 from gradclip.lm.config import LMConfig, load_config
 from gradclip.lm.files import (
+    LOCK_FILE,
     atomic_write_bytes,
     checkpoint_bytes,
+    decode_vocab,
+    encode_vocab,
     load_checkpoint,
+    lock_run,
     read_json,
     strict_json,
     write_json,
@@ -87,9 +91,6 @@ CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 TENSORBOARD_DIR = "tb"
-#: Held (``flock``) by the process training in the directory; the OS releases it
-#: when that process ends, however it ends.
-LOCK_FILE = ".lock"
 #: ``summary.json``'s ``status``: ``running`` (last checkpoint of a live or killed
 #: run), ``stopped`` (signal or ``--stop-after``), ``finished``, ``diverged``.
 STATUSES = ("running", "stopped", "finished", "diverged")
@@ -98,59 +99,6 @@ _TMP = re.compile(r"^\..+\.tmp$")
 
 
 # --------------------------------------------------------------------------- creating
-def encode_vocab(vocab: list[str]) -> str:
-    r"""The text of ``vocab.txt``: one symbol a line, with ``\`` and every character
-    that is not printable (``'\r'``, ``'\n'``, ``'\x0c'``, ...) escaped as ``\uXXXX``.
-
-    Args:
-        vocab: the symbols, id order.
-
-    Returns:
-        Text that :func:`decode_vocab` turns back into ``vocab``, whatever the symbols.
-
-    Example:
-        >>> encode_vocab(["a", "\r", "\\"])
-        'a\n\\u000d\n\\u005c\n'
-        >>> decode_vocab(encode_vocab(["a", "\r", "\\"])) == ["a", "\r", "\\"]
-        True
-    """
-    return "".join(_escape(w) + "\n" for w in vocab)
-
-
-def _escape(word: str) -> str:
-    out = []
-    for c in word:
-        if c.isprintable() and c != "\\":
-            out.append(c)
-        elif ord(c) <= 0xFFFF:
-            out.append(f"\\u{ord(c):04x}")
-        else:
-            out.append(f"\\U{ord(c):08x}")
-    return "".join(out)
-
-
-_ESCAPE = re.compile(r"\\(u[0-9a-f]{4}|U[0-9a-f]{8})")
-
-
-def decode_vocab(text: str) -> list[str]:
-    r"""The symbols of a ``vocab.txt`` text (the inverse of :func:`encode_vocab`).
-
-    Args:
-        text: the file's text, read without newline translation.
-
-    Returns:
-        The symbols in id order.
-
-    Example:
-        >>> decode_vocab("the\n\\u000d\n")
-        ['the', '\r']
-    """
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [_ESCAPE.sub(lambda m: chr(int(m.group(1)[1:], 16)), line) for line in lines]
-
-
 def default_run_dir(label: str, root: str | Path = "runs") -> Path:
     """``ROOT/LABEL-YYYYmmdd-HHMMSS-XXXXXX``: a time stamp and a random suffix, so
     that runs started in the same second never collide.
@@ -221,50 +169,6 @@ def create_run(path: str | Path, files: Mapping[str, str | bytes]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return run_dir
-
-
-@contextlib.contextmanager
-def lock_run(run_dir: Path) -> Iterator[None]:
-    """Hold the run directory's lock: one process trains in it at a time.
-
-    A second ``gradclip train --resume`` on a directory in use is refused
-    instead of corrupting it. The lock is an ``fcntl.flock`` on ``.lock``,
-    released by the OS when the holder exits, even after ``kill -9``;
-    where ``fcntl`` is missing (Windows) no lock is taken.
-
-    Args:
-        run_dir: the run directory.
-
-    Returns:
-        A context manager holding the lock.
-
-    Example:
-        >>> import tempfile
-        >>> d = Path(tempfile.mkdtemp())
-        >>> with lock_run(d):
-        ...     with lock_run(d):
-        ...         pass
-        Traceback (most recent call last):
-        ...
-        gradclip.errors.UserError: run directory ... is in use by another gradclip process ...
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(
-                f"run directory {run_dir} is in use by another gradclip process "
-                "(wait for it to end, or stop it with SIGTERM)"
-            ) from None
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def clean_stale_temp(run_dir: Path) -> list[Path]:
