@@ -86,6 +86,10 @@ def test_report_overlays_every_kind(outputs: dict[str, Path], tmp_path: Path) ->
     assert "explosion" in page
     assert "vanishing guaranteed" in page or "exploding possible" in page
     assert not list(tmp_path.glob(".*tmp"))
+    # two profiles are overlaid in one more figure
+    two = tmp_path / "two.html"
+    assert main(["report", str(outputs["profile"]), str(outputs["profile"]), "-o", str(two)]) == 0
+    assert "Temporal profiles overlaid." in two.read_text(encoding="utf-8")
     view = read_view(outputs["train"])
     assert view.kind == "train" and set(view.layers) == {"rnn", "decoder"}
     assert view.events == [(3, "explosion", "norm 9 > 5×1")]

@@ -88,9 +88,15 @@ def _series(v: Sequence[float | None]) -> list[float]:
 
 
 def _overview(views: Sequence[RunView]) -> list[dict[str, str]]:
+    out = []
+    profiles = [(v.name, v.profile) for v in views if v.profile is not None]
+    if len(profiles) > 1:
+        fig, ax = plots.figure(8, 4.0)
+        plots.profile_axes(ax, profiles)
+        out.append(_fig(fig, "Temporal profiles overlaid."))
     curves = [v for v in views if v.steps]
     if not curves:
-        return []
+        return out
     fig, (ax1, ax2) = plots.figure(10, 3.6, ncols=2)
     for v in curves:
         width = max(1, len(v.steps) // 100)
@@ -101,7 +107,7 @@ def _overview(views: Sequence[RunView]) -> list[dict[str, str]]:
     for ax in (ax1, ax2):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    return [_fig(fig, "All runs overlaid: training loss and gradient norm against step.")]
+    return [*out, _fig(fig, "All runs overlaid: training loss and gradient norm against step.")]
 
 
 def _train_figures(v: RunView) -> list[dict[str, str]]:
