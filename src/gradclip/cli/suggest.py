@@ -87,7 +87,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", metavar="DIR", help="write DIR/suggest.png (norm histogram)")
     add_device_flags(p)
     add_progress_flag(p)
-    p.set_defaults(func=run_suggest)
+    p.set_defaults(func=_run_suggest)
 
 
 def _from_run(run_dir: str) -> tuple[Suggestion, str]:
@@ -157,7 +157,7 @@ def _bar(total: int, enabled: bool) -> Any:
     return tqdm(total=total, desc="suggest", unit="step", file=sys.stderr)
 
 
-def run_suggest(args: argparse.Namespace) -> int:
+def _run_suggest(args: argparse.Namespace) -> int:
     """``gradclip suggest``: prints the table and recommendation, returns 0."""
     if args.run_dir and args.config:
         raise UserError("give either RUN_DIR or --config/--data, not both")

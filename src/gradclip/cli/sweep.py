@@ -66,10 +66,10 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     add_progress_flag(p)
-    p.set_defaults(func=run_sweep_command)
+    p.set_defaults(func=_run_sweep)
 
 
-def run_sweep_command(args: argparse.Namespace) -> int:
+def _run_sweep(args: argparse.Namespace) -> int:
     """``gradclip sweep``: runs the grid, prints the table, returns 0."""
     bar = None
     if not args.no_progress and sys.stderr.isatty():
