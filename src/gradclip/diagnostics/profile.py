@@ -108,8 +108,9 @@ class TemporalProfile:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (non-finite floats become ``None``); see :meth:`from_dict`."""
-        data = asdict(self)
-        return _finite(data)  # type: ignore[no-any-return]
+        from gradclip.lm.rundir import strict_json
+
+        return strict_json(asdict(self))  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TemporalProfile:
@@ -121,16 +122,6 @@ class TemporalProfile:
             math.inf if d["growth_per_step"] is None else float(d["growth_per_step"])
         )
         return cls(**d)
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 @dataclass

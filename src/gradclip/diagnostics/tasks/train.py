@@ -167,8 +167,9 @@ class TaskResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (non-finite numbers become ``None``)."""
-        d = asdict(self)
-        return {k: _finite(v) for k, v in d.items()}
+        from gradclip.lm.rundir import strict_json
+
+        return strict_json(asdict(self))  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskResult:
@@ -177,14 +178,6 @@ class TaskResult:
         d["config"] = TaskConfig(**data["config"])
         d["events"] = [(int(s), str(k)) for s, k in data.get("events", [])]
         return cls(**d)
-
-
-def _finite(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, list):
-        return [_finite(x) for x in v]
-    return v
 
 
 def _unfinite(v: Any) -> Any:
