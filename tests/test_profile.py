@@ -145,6 +145,15 @@ def test_ptb_model_and_roundtrip() -> None:
     assert back == prof
 
 
+def test_unbatched_input_is_a_batch_of_one() -> None:
+    torch.manual_seed(0)
+    gru = nn.GRU(3, 5, batch_first=True)
+    x = torch.randn(9, 3)
+    assert temporal_profile(gru, x).grad_norms == pytest.approx(
+        temporal_profile(gru, x.unsqueeze(0)).grad_norms, rel=1e-6
+    )
+
+
 def test_rejects_bidirectional_and_other_modules() -> None:
     with pytest.raises(ValueError, match="unidirectional"):
         temporal_profile(nn.GRU(2, 3, bidirectional=True), torch.randn(4, 1, 2))

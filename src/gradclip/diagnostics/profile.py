@@ -231,8 +231,9 @@ def temporal_profile(
         model: ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (any depth, ``batch_first`` either way,
             unidirectional) or a module with such an ``rnn`` attribute plus optional
             ``embedding``/``input_dropout``/``decoder`` (the package's ``PTBModel``).
-        inputs: ``[T, B, …]`` (``[B, T, …]`` if ``batch_first``); token ids for a model
-            with an embedding. ``T ≥ 1``.
+        inputs: ``[T, B, …]`` (``[B, T, …]`` if ``batch_first``), or unbatched ``[T,
+            features]`` for a bare RNN; token ids ``[T, B]`` for a model with an
+            embedding. ``T ≥ 1``.
         loss_fn: maps ``y_T [B, …]`` to a scalar. Default: cross-entropy against
             ``targets[T−1]`` for integer targets, MSE for float targets, and
             ``Σ y_T / B`` without targets.
@@ -256,10 +257,12 @@ def temporal_profile(
     """
     parts = _split(model)
     rnn = parts.rnn
-    if not parts.time_major:
+    if isinstance(parts.encode, nn.Identity) and inputs.dim() == 2:  # unbatched [T, features]
+        inputs = inputs.unsqueeze(1)
+        targets = None if targets is None else targets.unsqueeze(1)
+    elif not parts.time_major:
         inputs = inputs.transpose(0, 1)
-        if targets is not None:
-            targets = targets.transpose(0, 1)
+        targets = None if targets is None else targets.transpose(0, 1)
     if inputs.dim() < 2 or inputs.shape[0] < 1:
         raise ValueError(
             f"inputs need a time dimension of length ≥ 1, got shape {tuple(inputs.shape)}"
