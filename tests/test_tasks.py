@@ -183,3 +183,10 @@ def test_grid_jobs_table_and_roundtrip(tmp_path: Path) -> None:
     assert settings == {"steps": 3}
     assert [r.to_dict() for r in back] == [r.to_dict() for r in serial]
     assert (tmp_path / "success.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_task_trains_end_to_end(task: str) -> None:
+    r = train_task(TaskConfig(task, 10, 0, "norm:max_norm=1", steps=3, eval_size=20))
+    assert r.steps_run == 3 and 0.0 <= r.error <= 1.0
+    assert math.isfinite(r.final_loss) and len(r.norms) == 3
