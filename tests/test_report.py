@@ -105,12 +105,19 @@ def test_report_overlays_every_kind(outputs: dict[str, Path], tmp_path: Path) ->
         ["tasks", "--lengths", "-5", "--tasks", "perm"],
         ["tasks", "--method", "bogus"],
         ["cliff", "--w0", "nan"],
+        ["demo", "--out", "FILE"],
+        ["profile", "--config", "test", "--out", "FILE"],
+        ["tasks", "--steps", "1", "--out", "no/such/parent/x"],
     ],
 )
 def test_bad_input_exits_2(
     argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    (tmp_path / "FILE").write_text("a file, not a folder")
+    argv = [str(tmp_path / a) if a in ("FILE", "no/such/parent/x") else a for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "o")]
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"gradclip {argv[0]}: error:") and "\n" not in err
     assert not (tmp_path / "o").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from gradclip.cli.flags import add_command, add_progress_flag, nonnegative_int, positive_int
+from gradclip.diagnostics.plots import output_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,6 +31,7 @@ def run_demo(args: argparse.Namespace) -> int:
     """``gradclip demo``: tells the story, writes ``DIR/report.html``; returns 0."""
     from gradclip.diagnostics.demo import run_demo as demo
 
+    output_folder(args.out)
     demo(
         args.out, seed=args.seed, steps=args.steps, quick=args.quick, progress=not args.no_progress
     )

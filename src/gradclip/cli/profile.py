@@ -17,6 +17,7 @@ import argparse
 import torch
 
 from gradclip.cli.flags import add_command, positive_int
+from gradclip.diagnostics.plots import output_folder
 from gradclip.diagnostics.profile import PROFILE_FILE, PROFILE_PLOT, temporal_profile, write_profile
 from gradclip.errors import UserError
 
@@ -51,6 +52,7 @@ def run_profile(args: argparse.Namespace) -> int:
     from gradclip.lm.data import load_corpus
     from gradclip.lm.session import build_model, load_run_checkpoint, load_run_corpus
 
+    output_folder(args.out)
     torch.manual_seed(args.seed)
     ids = None
     if args.run_dir is not None:

@@ -15,6 +15,7 @@ import argparse
 import time
 
 from gradclip.cli.flags import add_command, add_progress_flag, positive_float, positive_int
+from gradclip.diagnostics.plots import output_folder
 from gradclip.diagnostics.tasks import TASKS, min_length
 from gradclip.diagnostics.tasks.grid import (
     RESULTS_FILE,
@@ -85,6 +86,7 @@ def run_tasks(args: argparse.Namespace) -> int:
         for n in args.lengths:
             if n < min_length(t):
                 raise UserError(f"--lengths: {t} needs L ≥ {min_length(t)}, got {n}")
+    output_folder(args.out)
     methods = args.method or ["none", "norm:max_norm=1"]
     for m in methods:
         try:

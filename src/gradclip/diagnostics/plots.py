@@ -18,7 +18,15 @@ if TYPE_CHECKING:
 
     from gradclip.diagnostics.profile import TemporalProfile
 
-__all__ = ["figure", "plot_profile", "png_bytes", "png_data_uri", "profile_axes", "save"]
+__all__ = [
+    "figure",
+    "output_folder",
+    "plot_profile",
+    "png_bytes",
+    "png_data_uri",
+    "profile_axes",
+    "save",
+]
 
 
 def figure(width: float = 6.4, height: float = 4.0, ncols: int = 1) -> tuple[Figure, Any]:
@@ -57,6 +65,24 @@ def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
 def png_data_uri(fig: Figure, dpi: int = 110) -> str:
     """``data:image/png;base64,…`` of ``fig``, for an ``<img src>`` with no network."""
     return "data:image/png;base64," + base64.b64encode(png_bytes(fig, dpi)).decode("ascii")
+
+
+def output_folder(path: str | Path, flag: str = "--out") -> Path:
+    """``path`` as a folder to write into: a :class:`~gradclip.errors.UserError` names
+    ``flag`` when it is an existing file or its parent does not exist.
+
+    Example:
+        >>> output_folder(".").is_dir()
+        True
+    """
+    from gradclip.errors import UserError
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{flag} {folder} exists and is not a folder")
+    if not folder.exists() and not folder.parent.is_dir():
+        raise UserError(f"{flag} {folder}: its parent folder does not exist")
+    return folder
 
 
 def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
