@@ -19,7 +19,10 @@ from gradclip.diagnostics.cliff import cliff_surface, descend, plot_cliff
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = add_command(
-        subparsers, "cliff", "draw Pascanu's cliff and descents with/without clipping", __doc__
+        subparsers,
+        "cliff",
+        "draw Pascanu's cliff and descents with/without clipping",
+        (__doc__ or "").replace("``", ""),
     )
     p.add_argument("--w0", type=float, default=6.0, help="starting recurrent weight w")
     p.add_argument("--b0", type=float, default=-3.0, help="starting bias b")

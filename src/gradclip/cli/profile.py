@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         subparsers,
         "profile",
         "temporal gradient profile ‖∂L_T/∂h_t‖ of a model (exploding, vanishing or stable)",
-        __doc__,
+        (__doc__ or "").replace("``", ""),
     )
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a gradclip train run directory")
     p.add_argument("--config", default="small", help="built-in config or TOML (without RUN_DIR)")

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         subparsers,
         "report",
         "one self-contained HTML report of run/sweep/tasks/profile folders",
-        __doc__,
+        (__doc__ or "").replace("``", ""),
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders to report")
     p.add_argument("-o", "--out", default="report.html", metavar="HTML", help="the file to write")

@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         subparsers,
         "tasks",
         "Pascanu's six long-range tasks: success rate with/without clipping",
-        __doc__,
+        (__doc__ or "").replace("``", ""),
     )
     p.add_argument("--tasks", default="torder", help=f"comma-separated: {', '.join(TASKS)}")
     p.add_argument("--lengths", type=_ints, default=[20, 50], help="comma-separated lengths L")
