@@ -118,3 +118,10 @@ def test_every_public_package_has_an_api_page():
         )
     for page in sorted((ROOT / "docs" / "api").glob("*.md")):
         assert f"api/{page.name}" in nav, f"docs/api/{page.name} is not in mkdocs.yml's nav"
+
+
+def test_every_docs_page_is_in_the_nav():
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    pages = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+    missing = [p for p in pages if not re.search(rf":\s*{re.escape(p)}\s*$", nav, re.M)]
+    assert not missing, f"docs pages missing from mkdocs.yml's nav (add a line each): {missing}"
