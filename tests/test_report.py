@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,30 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One train run (test config), one profile, one tasks folder: the report's inputs."""
-    from tests.conftest import _make_corpus
+def write_corpus(root: Path) -> Path:
+    """A tiny PTB-style corpus: 40 words, a seeded random text per split."""
+    import random
 
+    rng = random.Random(0)
+    root.mkdir(parents=True)
+    for name, n in (("train", 3000), ("valid", 600), ("test", 400)):
+        words = [f"w{rng.randrange(40)}" for _ in range(n)]
+        lines = [" ".join(words[i : i + 12]) for i in range(0, n, 12)]
+        (root / f"ptb.{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """One train run (test config), one profile, one tasks folder: the report's inputs."""
     root = tmp_path_factory.mktemp("outputs")
-    corpus = _make_corpus(root / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADCLIP_CACHE_DIR", str(root / "cache"))  # never ~/.cache
+        yield _make_outputs(root)
+
+
+def _make_outputs(root: Path) -> dict[str, Path]:
+    corpus = write_corpus(root / "data")
     run = root / "train-run"
     args = ["--config", "test", "--no-progress", "--threads", "1", "--data", str(corpus)]
     assert main(["train", *args, "--run-dir", str(run)]) == 0
