@@ -179,6 +179,14 @@ def plot_cliff(
 
     Returns:
         The path written.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     out = plot_cliff(cliff_surface(n=5), [("gd", descend(6, -3, 0.5, 2))],
+        ...                      pathlib.Path(d) / "cliff.png")
+        ...     out.read_bytes()[:4]
+        b'\\x89PNG'
     """
     from gradclip.diagnostics import plots
 

@@ -67,6 +67,13 @@ def demo_table(runs: list[tuple[str, TaskResult]]) -> str:
 
     Returns:
         A plain-text table.
+
+    Example:
+        >>> from gradclip.diagnostics.tasks import TaskConfig, TaskResult
+        >>> r = TaskResult(TaskConfig("torder", 20, 0), 0.0, True, False, 500, 0.01,
+        ...                1.0, 9.0, 0.5, 1.0, events=[(3, "explosion")])
+        >>> print(demo_table([("clipped", r)]).splitlines()[1])
+        clipped               solved        0.01        0.0%           1        50%    500
     """
     head = f"{'':<18}{'outcome':>10}{'final loss':>12}{'test error':>12}"
     head += f"{'explosions':>12}{'clip rate':>11}{'steps':>7}"

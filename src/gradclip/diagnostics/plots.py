@@ -53,7 +53,20 @@ def figure(width: float = 6.4, height: float = 4.0, ncols: int = 1) -> tuple[Fig
 
 
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
-    """Render ``fig`` to PNG bytes (Agg)."""
+    """Render ``fig`` to PNG bytes (Agg).
+
+    Args:
+        fig: the figure.
+        dpi: dots per inch.
+
+    Returns:
+        The PNG file's bytes.
+
+    Example:
+        >>> fig, ax = figure(1, 1)
+        >>> png_bytes(fig)[:4]
+        b'\\x89PNG'
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
@@ -63,7 +76,19 @@ def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
 
 
 def png_data_uri(fig: Figure, dpi: int = 110) -> str:
-    """``data:image/png;base64,…`` of ``fig``, for an ``<img src>`` with no network."""
+    """``data:image/png;base64,…`` of ``fig``, for an ``<img src>`` with no network.
+
+    Args:
+        fig: the figure.
+        dpi: dots per inch.
+
+    Returns:
+        The data URI.
+
+    Example:
+        >>> png_data_uri(figure(1, 1)[0]).startswith("data:image/png;base64,iVBOR")
+        True
+    """
     return "data:image/png;base64," + base64.b64encode(png_bytes(fig, dpi)).decode("ascii")
 
 
@@ -86,7 +111,22 @@ def output_folder(path: str | Path, flag: str = "--out") -> Path:
 
 
 def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` as a PNG, atomically (:func:`gradclip.lm.rundir.atomic_write_bytes`)."""
+    """Write ``fig`` as a PNG, atomically (:func:`gradclip.lm.rundir.atomic_write_bytes`).
+
+    Args:
+        fig: the figure.
+        path: the file to write.
+        dpi: dots per inch.
+
+    Returns:
+        ``path``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     save(figure(1, 1)[0], pathlib.Path(d) / "f.png").stat().st_size > 0
+        True
+    """
     from gradclip.lm.rundir import atomic_write_bytes
 
     path = Path(path)
@@ -95,7 +135,20 @@ def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
 
 
 def profile_axes(ax: Axes, profiles: Sequence[tuple[str, TemporalProfile]]) -> None:
-    """Draw ``‖∂L_T/∂h_{T−k}‖`` (solid) and ``‖∂h_T/∂h_{T−k}‖₂`` (dashed) on a log scale."""
+    """Draw ``‖∂L_T/∂h_{T−k}‖`` (solid) and ``‖∂h_T/∂h_{T−k}‖₂`` (dashed) on a log scale.
+
+    Args:
+        ax: matplotlib axes.
+        profiles: ``(label, TemporalProfile)`` pairs.
+
+    Example:
+        >>> import torch
+        >>> from gradclip.diagnostics.profile import temporal_profile
+        >>> fig, ax = figure(3, 2)
+        >>> profile_axes(ax, [("rnn", temporal_profile(torch.nn.RNN(2, 3), torch.ones(4, 1, 2)))])
+        >>> len(ax.lines)
+        2
+    """
     for label, prof in profiles:
         (line,) = ax.semilogy(
             prof.steps_back, prof.grad_norms, "-", label=f"{label}: ‖∂L_T/∂h_t‖ ({prof.verdict})"

@@ -400,6 +400,13 @@ def write_profile(folder: str | Path, prof: TemporalProfile, source: str) -> Pat
 
     Returns:
         The folder.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> prof = temporal_profile(nn.RNN(2, 3), torch.ones(5, 1, 2))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     sorted(p.name for p in write_profile(d, prof, "nn.RNN").iterdir())
+        ['profile.json', 'profile.png']
     """
     from gradclip.diagnostics.plots import plot_profile
     from gradclip.lm.rundir import atomic_write_bytes

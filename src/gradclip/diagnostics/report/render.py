@@ -205,6 +205,11 @@ def render_html(views: Sequence[RunView], title: str = "gradclip report", intro:
 
     Returns:
         The HTML text.
+
+    Example:
+        >>> page = render_html([])
+        >>> page.startswith("<!DOCTYPE html>"), "<script" in page
+        (True, False)
     """
     import jinja2
 

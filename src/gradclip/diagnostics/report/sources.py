@@ -93,6 +93,12 @@ def read_view(path: str | Path) -> RunView:
 
     Returns:
         Its :class:`RunView`.
+
+    Example:
+        >>> read_view("no/such/folder")
+        Traceback (most recent call last):
+        ...
+        gradclip.errors.UserError: run directory not found: no/such/folder
     """
     folder = Path(path)
     if not folder.is_dir():

@@ -83,6 +83,11 @@ def run_grid(
 
     Returns:
         One :class:`TaskResult` per config.
+
+    Example:
+        >>> cfgs = grid_configs(["add"], [10], [0], ["none"], steps=2, eval_size=10)
+        >>> [r.steps_run for r in run_grid(cfgs, progress=False)]
+        [2]
     """
     from tqdm.auto import tqdm
 
@@ -176,7 +181,15 @@ def success_axes(ax: Any, results: Sequence[TaskResult]) -> None:
 
 
 def plot_success(results: Sequence[TaskResult], path: str | Path) -> Path:
-    """Write the success-rate-against-length plot as a PNG (atomically)."""
+    """Write the success-rate-against-length plot as a PNG (atomically).
+
+    Args:
+        results: the runs.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
     from gradclip.diagnostics import plots
 
     fig, ax = plots.figure(6.4, 4.0)
@@ -188,7 +201,27 @@ def plot_success(results: Sequence[TaskResult], path: str | Path) -> Path:
 def write_results(
     folder: str | Path, results: Sequence[TaskResult], settings: dict[str, Any]
 ) -> Path:
-    """Write ``tasks.json`` and ``success.png`` into ``folder`` (created if needed)."""
+    """Write ``tasks.json`` (strict JSON) and ``success.png`` into ``folder`` (created if
+    needed), each atomically.
+
+    Args:
+        folder: the output folder.
+        results: the runs.
+        settings: the command's settings, kept beside the results.
+
+    Returns:
+        The folder.
+
+    Example:
+        >>> import tempfile
+        >>> from gradclip.diagnostics.tasks import TaskConfig, train_task
+        >>> r = train_task(TaskConfig("add", 10, 0, steps=2, eval_size=10))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = write_results(d, [r], {"steps": 2})
+        ...     back, settings = read_results(d)
+        >>> back[0].config == r.config, settings
+        (True, {'steps': 2})
+    """
     from gradclip.lm.rundir import atomic_write_bytes
 
     folder = Path(folder)
@@ -201,6 +234,13 @@ def write_results(
 
 
 def read_results(folder: str | Path) -> tuple[list[TaskResult], dict[str, Any]]:
-    """Read ``tasks.json`` back: the results and the settings."""
+    """Read ``tasks.json`` back: the results and the settings (see :func:`write_results`).
+
+    Args:
+        folder: a folder written by :func:`write_results`.
+
+    Returns:
+        ``(results, settings)``.
+    """
     doc = json.loads((Path(folder) / RESULTS_FILE).read_text(encoding="utf-8"))
     return [TaskResult.from_dict(r) for r in doc["results"]], doc.get("settings", {})

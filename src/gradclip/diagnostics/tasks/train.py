@@ -47,9 +47,20 @@ LINEAR_TOLERANCE = 0.04  # squared error above this is "misclassified"
 class TaskRNN(nn.Module):
     """A one-layer tanh RNN (``rnn``) with a linear readout (``decoder``).
 
-    ``forward(x [T, B, n_in])`` returns ``[B, n_out]`` (the last step) or
+    ``h_t = tanh(W_ih u_t + W_hh h_{t−1} + b)``, ``y = W_out h + b_out`` (Pascanu et al.
+    2013, §4.1). ``forward(x [T, B, n_in])`` returns ``[B, n_out]`` (the last step) or
     ``[T, B, n_out]`` when ``every_step``. The attribute names let
     :func:`gradclip.diagnostics.temporal_profile` read the model.
+
+    Args:
+        spec: the task's :class:`~gradclip.diagnostics.tasks.generators.TaskSpec`.
+        hidden: hidden units (50 in the paper).
+        init: ``basic_tanh`` or ``smart_tanh``.
+
+    Example:
+        >>> from gradclip.diagnostics.tasks.generators import TASKS
+        >>> TaskRNN(TASKS["mem"])(torch.zeros(30, 2, 7)).shape
+        torch.Size([30, 2, 6])
     """
 
     def __init__(self, spec: TaskSpec, hidden: int = 50, init: str = "basic_tanh") -> None:
@@ -87,7 +98,24 @@ class TaskRNN(nn.Module):
 
 
 def task_loss(spec: TaskSpec, out: Tensor, targets: Tensor) -> Tensor:
-    """The training cost of §5 of the reference (batch mean)."""
+    """The training cost (batch mean), as in the official code.
+
+    Cross-entropy at the last step; cross-entropy averaged over every time×batch row
+    (memorization); squared error summed over outputs (addition, multiplication).
+
+    Args:
+        spec: the task's interface.
+        out: the model's output.
+        targets: the batch's targets.
+
+    Returns:
+        A scalar tensor.
+
+    Example:
+        >>> from gradclip.diagnostics.tasks.generators import TASKS
+        >>> round(float(task_loss(TASKS["add"], torch.tensor([[0.5]]), torch.tensor([[0.7]]))), 4)
+        0.04
+    """
     if spec.output == "last_linear":
         return ((out - targets) ** 2).sum(dim=1).mean()
     if spec.output == "every_softmax":
@@ -116,7 +144,24 @@ def count_errors(spec: TaskSpec, out: Tensor, targets: Tensor) -> int:
 def evaluate(
     model: TaskRNN, task: str, length: int, n: int = 10_000, seed: int = 10_000, chunk: int = 1000
 ) -> float:
-    """Fraction of ``n`` fresh sequences (chunks of ``chunk``) the model gets wrong."""
+    """Fraction of ``n`` fresh sequences (chunks of ``chunk``) the model gets wrong.
+
+    Args:
+        model: the trained model (put it in ``eval()`` mode first).
+        task: the task key.
+        length: ``L``.
+        n: fresh sequences (10,000 in the paper).
+        seed: the generator's seed (fixed, so every model sees the same sequences).
+        chunk: sequences per batch (1,000 in the official code).
+
+    Returns:
+        The error rate in [0, 1].
+
+    Example:
+        >>> from gradclip.diagnostics.tasks.generators import TASKS
+        >>> 0.0 <= evaluate(TaskRNN(TASKS["perm"]), "perm", 5, n=10) <= 1.0
+        True
+    """
     spec = TASKS[task]
     gen = torch.Generator().manual_seed(seed)
     wrong = done = 0
@@ -197,6 +242,11 @@ def train_task(cfg: TaskConfig, max_points: int = 200) -> TaskResult:
 
     Returns:
         A :class:`TaskResult`.
+
+    Example:
+        >>> r = train_task(TaskConfig("add", 10, seed=0, steps=2, eval_size=10))
+        >>> r.steps_run, r.success
+        (2, False)
     """
     return train_model(cfg, max_points)[1]
 
