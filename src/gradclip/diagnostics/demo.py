@@ -216,6 +216,12 @@ def _reason(
         if check.success
         else f"clipped at it, the same net did not solve the task in {check.steps_run} steps"
     )
+    if not any(kind == "explosion" for _, kind in plain.events):
+        return (
+            f"The unclipped run had no explosion event in its {plain.steps_run} steps (median "
+            f"norm {median:.3g}, peak {plain.norm_max:.3g}), so this budget shows no spike to "
+            f"cut; {threshold:.3g} ({rule}) is the usual starting point, and {verdict}."
+        )
     return (
         f"Over its first {len(healthy)} steps, before the first explosion, the unclipped "
         f"run's gradient norm had a median of {median:.3g}; then it jumped (peak "
