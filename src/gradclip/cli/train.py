@@ -21,6 +21,7 @@ from gradclip.clippers import CLIPPER_NAMES
 from gradclip.errors import UserError
 from gradclip.lm.config import BUILTIN_CONFIGS, FIELDS, LMConfig, load_config
 from gradclip.lm.data import TOKEN_MODES
+from gradclip.lm.parallel import MODES
 from gradclip.lm.train import RunOptions, resume, train
 
 #: Flags that define a run; ``--resume`` continues a run as it was defined, so
@@ -82,6 +83,14 @@ def register(subparsers: Any) -> None:
         fields.add_argument(*flags, dest=name, metavar="X", help=_field_help(name, help, configs))
     run = p.add_argument_group("running")
     add_device_flags(run)
+    run.add_argument(
+        "--distributed",
+        choices=MODES,
+        help="data-parallel training under torchrun (torchrun --nproc-per-node N -m gradclip "
+        "train --distributed ddp|fsdp ...): each of the N processes trains on batch_size/N "
+        "rows of every batch, rank 0 writes; gloo on the CPU, NCCL on CUDA; --resume uses "
+        "the run's own (default: none)",
+    )
     add_progress_flag(run)
     run.add_argument("--no-metrics", action="store_true", help="do not write metrics.jsonl")
     run.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
@@ -125,6 +134,7 @@ def _train(args: argparse.Namespace) -> int:
         flush_every=args.flush_every,
         test_chunk=args.test_chunk,
         stop_after=args.stop_after,
+        distributed=args.distributed,
     )
     if args.resume:
         given = [name for name in DEFINING if getattr(args, name) is not None]

@@ -27,6 +27,7 @@ from gradclip.lm.data import Batches, Corpus
 from gradclip.lm.evaluation import evaluate, evaluate_stream, perplexity
 from gradclip.lm.model import PTBModel, State, detach_state, tf_cost
 from gradclip.lm.options import RunOptions, RunResult
+from gradclip.lm.parallel import Parallel, signal_name
 from gradclip.lm.reporting import LoopMonitor, MetricsLog, Progress, make_tb_writer, say
 from gradclip.lm.rundir import (
     CHECKPOINT_FILE,
@@ -44,13 +45,13 @@ __all__ = ["result_of", "run_loop", "train_step"]
 
 
 def train_step(
-    model: PTBModel, optimizer: Any, x: Tensor, y: Tensor, hidden: State
+    model: torch.nn.Module, optimizer: Any, x: Tensor, y: Tensor, hidden: State
 ) -> tuple[Tensor, ClipStats, State]:
     """One step of truncated BPTT: forward ``T`` steps from the carried state, the
     tutorial's cost Σ_t mean_b CE, backward, clip and step.
 
     Args:
-        model: the language model.
+        model: the language model (or its DDP wrapper).
         optimizer: a :class:`~gradclip.ClippedOptimizer`.
         x: inputs ``[T, B]``.
         y: targets ``[T, B]``.
@@ -118,6 +119,8 @@ def run_loop(
     device: torch.device,
     st: TrainState,
     opts: RunOptions,
+    par: Parallel | None = None,
+    net: torch.nn.Module | None = None,
 ) -> RunResult:
     """Train from ``st`` to the end of the schedule, a stop request or divergence.
 
@@ -135,31 +138,41 @@ def run_loop(
         device: where training runs.
         st: where to start from (fresh or restored from a checkpoint).
         opts: logging, progress, stop and signal options.
+        par: this process's rank under ``torchrun`` (:mod:`gradclip.lm.parallel`):
+            it trains on its rows of each batch, the logged loss is the ranks' mean,
+            only rank 0 writes, stops and timed checkpoints are agreed on every
+            ``refresh_every`` steps.
+        net: the module the training forward runs through (DDP's wrapper).
 
     Returns:
         The :class:`RunResult`; ``st`` is left where the run ended.
     """
     t_start = time.perf_counter()
     out = opts.out
+    par = par or Parallel()
+    net = net or model
     B, T = cfg.batch_size, cfg.num_steps
-    batches = Batches(corpus.train, B, T).to(device)
+    batches = Batches(corpus.train, B, T)
+    batches.data = batches.data[:, par.rows(B)]  # this rank's rows of the stream
+    batches = batches.to(device)
     n = len(batches)
     tb = None
-    if opts.tensorboard:
+    if opts.tensorboard and par.writer:
         tb = make_tb_writer(run_dir / TENSORBOARD_DIR, purge_step=st.global_step + 1)
     metrics_path = run_dir / METRICS_FILE if opts.metrics else None
     monitor = LoopMonitor(model, optimizer) if opts.monitor else None
     if monitor is not None and metrics_path is not None:  # resumed: the detector's history
         monitor.replay(read_metrics(metrics_path))
     log = MetricsLog(
-        metrics_path,
+        metrics_path if par.writer else None,
         tb,
         opts.flush_every,
         max_loss=709.0 * T,
         monitor=monitor,
-        events_to=sys.stderr,
+        events_to=sys.stderr if par.writer else None,
     )
     stop = StopFlag()
+    caught = StopFlag() if par.active else stop  # ranks agree before acting on a signal
     if opts.stop_after is not None and st.global_step >= opts.stop_after:  # nothing to do
         stop.request(f"stopped after {opts.stop_after} steps")
     last_save = time.monotonic()
@@ -172,17 +185,23 @@ def run_loop(
         summary = st.summary(cfg)
         if monitor is not None:
             summary["gradients"] = monitor.stats.as_dict()
-        write_json(run_dir / SUMMARY_FILE, summary)
-        return save_checkpoint(run_dir, st.checkpoint(cfg, model, optimizer, device))
+        if par.writer:
+            write_json(run_dir / SUMMARY_FILE, summary)
+        blob = st.checkpoint(cfg, model, optimizer, device)
+        blob = par.checkpoint(blob, model, optimizer, run_dir, st.global_step, B)
+        if par.writer:
+            save_checkpoint(run_dir, blob)
+            par.after_save(run_dir, blob)
+        return path
 
-    signals = stop.catch_signals() if opts.handle_signals else contextlib.nullcontext()
+    signals = caught.catch_signals() if opts.handle_signals else contextlib.nullcontext()
     with signals:
         try:
             while st.epoch < cfg.max_max_epoch and st.status == "running" and not stop():
                 lr = cfg.lr_at(st.epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                st.start_epoch(model, B, device)
+                st.start_epoch(model, B // par.world, device)
                 assert st.epoch_cost is not None and st.epoch_clipped is not None
                 assert st.total_clipped is not None and st.hidden is not None
                 desc = f"epoch {st.epoch + 1}/{cfg.max_max_epoch}"
@@ -193,14 +212,18 @@ def run_loop(
                     if stop():
                         break
                     x, y = batches[i]
-                    loss, stats, st.hidden = train_step(model, optimizer, x, y, st.hidden)
+                    loss, stats, st.hidden = train_step(net, optimizer, x, y, st.hidden)
+                    loss = par.mean(loss)
+                    norm, clipped_norm, threshold, clipped = par.plain(
+                        stats.norm, stats.clipped_norm, stats.threshold, stats.clipped
+                    )
                     st.global_step += 1
                     st.step_in_epoch = i + 1
                     st.epoch_cost += loss
-                    st.epoch_clipped += stats.clipped
-                    st.total_clipped += stats.clipped
-                    window += stats.norm
-                    values = (loss, stats.norm, stats.clipped_norm, stats.threshold, stats.clipped)
+                    st.epoch_clipped += clipped
+                    st.total_clipped += clipped
+                    window += norm
+                    values = (loss, norm, clipped_norm, threshold, clipped)
                     st.diverged_step = log.add(st.global_step, st.epoch, lr, values)
                     if st.diverged_step is not None:
                         break
@@ -216,9 +239,14 @@ def run_loop(
                     if opts.stop_after is not None and st.global_step >= opts.stop_after:
                         stop.request(f"stopped after {opts.stop_after} steps")
                     minutes = (time.monotonic() - last_save) / 60
-                    if (cfg.checkpoint_steps and st.global_step % cfg.checkpoint_steps == 0) or (
-                        cfg.checkpoint_minutes and minutes >= cfg.checkpoint_minutes
-                    ):
+                    due = bool(cfg.checkpoint_minutes and minutes >= cfg.checkpoint_minutes)
+                    if par.active:  # every rank saves and stops at the same step
+                        signum, due = 0, False
+                        if (i + 1) % opts.refresh_every == 0:
+                            signum, due = par.agree(caught.signum, due, device)
+                        if signum:
+                            stop.request(signal_name(signum), signum)
+                    if (cfg.checkpoint_steps and st.global_step % cfg.checkpoint_steps == 0) or due:
                         save()
                         last_save = time.monotonic()
                         if st.status == "diverged":

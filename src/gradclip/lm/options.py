@@ -32,6 +32,8 @@ class RunOptions:
         stop_after: stop (checkpoint saved, status ``stopped``) after this many steps in all.
         handle_signals: SIGINT/SIGTERM stop the run at the next step (main thread only).
         out: where messages go (default ``sys.stdout``).
+        distributed: ``"none"``, or ``"ddp"`` / ``"fsdp"`` under ``torchrun``
+            (:mod:`gradclip.lm.parallel`); ``None`` on resume: the run's own.
 
     Example:
         >>> import dataclasses
@@ -52,6 +54,7 @@ class RunOptions:
     stop_after: int | None = None
     handle_signals: bool = True
     out: TextIO | None = None
+    distributed: str | None = None
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,12 @@ import torch
 
 import gradclip
 from gradclip.clippers import Clipper, format_clipper_spec, make_clipper
+from gradclip.distributed import is_dtensor
 from gradclip.errors import UserError
 from gradclip.lm.config import LMConfig, clip_options
 from gradclip.lm.data import Corpus, load_corpus
 from gradclip.lm.model import PTBModel
+from gradclip.lm.parallel import load_dcp_model
 from gradclip.lm.rundir import Run, load_checkpoint, read_run
 
 __all__ = [
@@ -98,7 +100,8 @@ def make_optimizer(
 
     On the CPU and CUDA the SGD is torch's fused kernel, into which ClippedOptimizer
     folds the clip scale (one read of each gradient for the update, nothing written
-    back to ``.grad``).
+    back to ``.grad``); over FSDP2's DTensor parameters, which the fused kernel does
+    not take, the foreach one.
 
     Args:
         model: the model (its device picks the fused kernel).
@@ -117,10 +120,9 @@ def make_optimizer(
     """
     if clipper is None:
         clipper, _ = build_clipper(cfg)
-    device = next(model.parameters()).device
-    sgd = torch.optim.SGD(
-        model.parameters(), lr=cfg.learning_rate, fused=device.type in ("cpu", "cuda")
-    )
+    first = next(model.parameters())
+    fused = first.device.type in ("cpu", "cuda") and not is_dtensor(first)
+    sgd = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, fused=fused)
     return gradclip.ClippedOptimizer(sgd, clipper)
 
 
@@ -227,7 +229,10 @@ def load_run_checkpoint(run: Run, device: torch.device) -> tuple[dict[str, Any],
             )
     model = build_model(run.config, len(run.vocab), device)
     try:
-        model.load_state_dict(blob["model"])
+        if "dcp" in blob:  # trained under FSDP2: the weights are in a DCP folder
+            load_dcp_model(run.path / blob["dcp"], model)
+        else:
+            model.load_state_dict(blob["model"])
     except (RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"checkpoint {path} does not fit the run's model: {first}") from None

@@ -17,6 +17,9 @@ A kill (``kill -9``, power loss) loses only the steps since the last checkpoint
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import json
 import sys
 from pathlib import Path
@@ -24,11 +27,13 @@ from pathlib import Path
 import torch
 
 import gradclip
+from gradclip.errors import UserError
 from gradclip.lm.config import LMConfig, load_config, validate
 from gradclip.lm.data import SPLITS, Corpus, check_corpus, load_corpus
 from gradclip.lm.loop import result_of, run_loop
 from gradclip.lm.model import count_parameters
 from gradclip.lm.options import RunOptions, RunResult
+from gradclip.lm.parallel import Parallel, remove_stale_dcp, start
 from gradclip.lm.reporting import say
 from gradclip.lm.rundir import (
     CHECKPOINT_FILE,
@@ -110,16 +115,44 @@ def train(
     label = label or (Path(config).stem if isinstance(config, str) else "run")
     cfg = load_config(config)[0] if isinstance(config, str) else validate(config)
     device = resolve_device(opts.device)
+    with start(opts.distributed or "none", device, cfg.batch_size) as (par, device):
+        opts = _quiet(opts, par)
+        return _train(cfg, data, run_dir, tokens, data_prefix, opts, label, par, device)
+
+
+def _quiet(opts: RunOptions, par: Parallel) -> RunOptions:
+    """Ranks other than 0 show and write nothing (their metrics rows are rank 0's)."""
+    if par.writer:
+        return opts
+    return dataclasses.replace(opts, progress=False, tensorboard=False, out=io.StringIO())
+
+
+def _train(
+    cfg: LMConfig,
+    data: Corpus | str | Path,
+    run_dir: str | Path | None,
+    tokens: str,
+    data_prefix: str | None,
+    opts: RunOptions,
+    label: str,
+    par: Parallel,
+    device: torch.device,
+) -> RunResult:
     clipper, spec = build_clipper(cfg)
     if not isinstance(data, Corpus):
         data = load_corpus(data, tokens=tokens, prefix=data_prefix, vocab_size=cfg.vocab_size)
     corpus = data
     check_corpus(corpus, cfg.batch_size, cfg.num_steps)
-    path = Path(run_dir) if run_dir is not None else default_run_dir(label)
+    path = par.broadcast(Path(run_dir) if run_dir is not None else default_run_dir(label))
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, corpus.vocab_size, device)
     optimizer = make_optimizer(model, cfg, clipper)
     state = TrainState()
+    step0 = checkpoint_bytes(state.checkpoint(cfg, model, optimizer, device)) if par.writer else b""
+    net = par.wrap(model, device)
+    if par.mode == "fsdp":  # over the DTensor shards now
+        optimizer = make_optimizer(model, cfg, clipper)
+    par.seed_rank(cfg.seed)
     train_file = Path(corpus.files["train"]) if "train" in corpus.files else None
     info = {
         "data": str(train_file.parent.resolve()) if train_file else None,  # None: in memory
@@ -134,29 +167,31 @@ def train(
         "clip_spec": spec,
         "config_name": label,
         "device": str(device),
+        "distributed": par.mode,
+        "world_size": par.world,
         "threads": torch.get_num_threads(),
         "argv": sys.argv,
         "gradclip": gradclip.__version__,
         "torch": torch.__version__,
     }
-    create_run(
-        path,
-        {
-            CONFIG_FILE: cfg.to_toml(),
-            RUN_FILE: json.dumps(strict_json(info), indent=2, allow_nan=False) + "\n",
-            VOCAB_FILE: encode_vocab(corpus.vocab),
-            CHECKPOINT_FILE: checkpoint_bytes(state.checkpoint(cfg, model, optimizer, device)),
-            SUMMARY_FILE: json.dumps(strict_json(state.summary(cfg)), indent=2) + "\n",
-        },
-    )
+    files: dict[str, str | bytes] = {
+        CONFIG_FILE: cfg.to_toml(),
+        RUN_FILE: json.dumps(strict_json(info), indent=2, allow_nan=False) + "\n",
+        VOCAB_FILE: encode_vocab(corpus.vocab),
+        CHECKPOINT_FILE: step0,
+        SUMMARY_FILE: json.dumps(strict_json(state.summary(cfg)), indent=2) + "\n",
+    }
+    par.on_writer(lambda: create_run(path, files))
+    ranks = f", {par.world} processes ({par.mode})" if par.active else ""
     say(
         f"gradclip train: config {label}, {info['parameters']:,} parameters, "
-        f"vocab {corpus.vocab_size}, clip {spec}, device {device}, "
+        f"vocab {corpus.vocab_size}, clip {spec}, device {device}{ranks}, "
         f"{torch.get_num_threads()} thread(s); run dir {path}",
         opts.out,
     )
-    with lock_run(path):
-        return run_loop(cfg, model, optimizer, corpus, path, device, state, opts)
+    with contextlib.ExitStack() as lock:
+        par.on_writer(lambda: lock.enter_context(lock_run(path)))
+        return run_loop(cfg, model, optimizer, corpus, path, device, state, opts, par, net)
 
 
 def resume(
@@ -179,26 +214,55 @@ def resume(
     """
     opts = options or RunOptions()
     run = read_run(run_dir)
-    with lock_run(run.path):
-        return _resume(run, data, opts)
-
-
-def _resume(run: Run, data: Corpus | str | Path | None, opts: RunOptions) -> RunResult:
-    clean_stale_temp(run.path)  # safe: the lock says no other process writes here
+    mode = run.info.get("distributed", "none")
+    if opts.distributed is not None and opts.distributed != mode:
+        raise UserError(
+            f"{run.path} was trained with --distributed {mode}: resume it so "
+            "(--distributed may be left out)"
+        )
     device = resolve_device(opts.device)
+    with start(mode, device, run.config.batch_size) as (par, device):
+        world = run.info.get("world_size", 1)
+        if par.world != world:
+            raise UserError(
+                f"{run.path} was trained on {world} processes: resume it with "
+                f"torchrun --nproc-per-node {world}"
+            )
+        with contextlib.ExitStack() as lock:
+            par.on_writer(lambda: lock.enter_context(lock_run(run.path)))
+            return _resume(run, data, _quiet(opts, par), par, device)
+
+
+def _resume(
+    run: Run,
+    data: Corpus | str | Path | None,
+    opts: RunOptions,
+    par: Parallel,
+    device: torch.device,
+) -> RunResult:
+    if par.writer:
+        clean_stale_temp(run.path)  # safe: the lock says no other process writes here
     blob, model = load_run_checkpoint(run, device)
     corpus = load_run_corpus(run, data)
-    if isinstance(data, (str, Path)) and str(Path(data).resolve()) != run.info["data"]:
+    moved = isinstance(data, (str, Path)) and str(Path(data).resolve()) != run.info["data"]
+    if moved and par.writer:
+        assert isinstance(data, (str, Path))
         write_json(run.path / RUN_FILE, {**run.info, "data": str(Path(data).resolve())})
+    net = par.wrap(model, device)
     optimizer = make_optimizer(model, run.config)
     state = TrainState.restore(blob, optimizer, device)
+    par.restore(blob, model, optimizer, run.path, run.config.seed)
+    state.hidden = par.local_state(state.hidden, run.config.batch_size)
     if state.status in ("finished", "diverged"):
         say(f"gradclip train: {run.path} has already {state.status}", opts.out)
         return result_of(run.path, state, 0.0, StopFlag())
-    truncate_metrics(run.path / METRICS_FILE, state.global_step)
+    if par.writer:
+        truncate_metrics(run.path / METRICS_FILE, state.global_step)
+        remove_stale_dcp(run.path, blob.get("dcp"))  # left by a kill after a DCP save
+    par.barrier()  # the other ranks replay metrics.jsonl once it is truncated
     say(
         f"gradclip train: resuming {run.path} at epoch {state.epoch + 1}, "
         f"step {state.step_in_epoch} (global step {state.global_step})",
         opts.out,
     )
-    return run_loop(run.config, model, optimizer, corpus, run.path, device, state, opts)
+    return run_loop(run.config, model, optimizer, corpus, run.path, device, state, opts, par, net)
