@@ -171,7 +171,8 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot read checkpoint {path}: {first[:200]}") from None
-    if not isinstance(blob, dict) or "model" not in blob or "config" not in blob:
+    weights = isinstance(blob, dict) and ("model" in blob or "dcp" in blob)  # dcp: FSDP2's
+    if not weights or "config" not in blob:
         raise UserError(f"checkpoint {path} is not a gradclip train checkpoint")
     return blob
 

@@ -326,6 +326,7 @@ class Parallel:
             save(state, checkpoint_id=str(run_dir / name))
             blob.pop("model", None)
             blob["optimizer"]["optimizer"]["state"] = {}  # in DCP
+            blob = _plain_tree(blob)  # the clip's counters may be replicated DTensors
             blob["dcp"] = name
         return blob
 
@@ -360,7 +361,7 @@ class Parallel:
                 f"torchrun --nproc-per-node {saved}"
             )
         if "rng_ranks" in blob:
-            torch.set_rng_state(blob["rng_ranks"][self.rank].cpu())
+            torch.set_rng_state(blob["rng_ranks"][self.rank].cpu().clone())  # own storage
         else:
             self.seed_rank(seed)
         if self.mode == "fsdp" and "dcp" in blob:
@@ -382,6 +383,15 @@ class Parallel:
         """
         if self.rank > 0:
             torch.manual_seed(seed + self.rank)
+
+
+def _plain_tree(obj: Any) -> Any:
+    """``obj`` with every DTensor replaced by its full plain tensor."""
+    if isinstance(obj, dict):
+        return {k: _plain_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain_tree(v) for v in obj)
+    return obj.full_tensor() if isinstance(obj, Tensor) and is_dtensor(obj) else obj
 
 
 def remove_stale_dcp(run_dir: Path, keep: str | None) -> None:
@@ -412,7 +422,9 @@ def load_dcp_model(folder: Path, model: nn.Module) -> None:
     if not (folder / ".metadata").is_file():
         raise UserError(f"checkpoint folder {folder} is missing or incomplete")
     state = {"model": model.state_dict()}
-    load(state, checkpoint_id=str(folder))
+    with warnings.catch_warnings():  # one process reading every shard is the intent
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        load(state, checkpoint_id=str(folder))
     model.load_state_dict(state["model"])
 
 
