@@ -391,7 +391,7 @@ def _plain_tree(obj: Any) -> Any:
         return {k: _plain_tree(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_plain_tree(v) for v in obj)
-    return obj.full_tensor() if isinstance(obj, Tensor) and is_dtensor(obj) else obj
+    return obj.full_tensor() if isinstance(obj, Tensor) and is_dtensor(obj) else obj  # type: ignore[attr-defined]
 
 
 def remove_stale_dcp(run_dir: Path, keep: str | None) -> None:
