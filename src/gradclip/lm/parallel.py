@@ -221,17 +221,19 @@ class Parallel:
             return (state[0][:, rows].contiguous(), state[1][:, rows].contiguous())
         return state[:, rows].contiguous()
 
-    def rng_states(self) -> Tensor:
-        """Every rank's CPU RNG state, stacked ``[W, n]`` (so dropout resumes exactly).
+    def rng_states(self, own: Tensor) -> Tensor:
+        """Every rank's RNG state, stacked ``[W, n]`` (so dropout resumes exactly).
+
+        Args:
+            own: this rank's state (``torch.get_rng_state()`` or CUDA's).
 
         Returns:
             The states, on the CPU.
         """
-        own = torch.get_rng_state()
         if not self.active:
             return own.unsqueeze(0)
-        pieces = [torch.empty_like(own) for _ in range(self.world)]
-        dist.all_gather_object(pieces, own)
+        pieces = [own for _ in range(self.world)]
+        dist.all_gather_object(pieces, own.cpu())
         return torch.stack(pieces)
 
     def broadcast(self, value: Any) -> Any:
@@ -307,7 +309,10 @@ class Parallel:
             return blob
         if "hidden" in blob:
             blob["hidden"] = self.gather_state(blob["hidden"])
-        blob["rng_ranks"] = self.rng_states()
+        blob["rng_ranks"] = self.rng_states(torch.get_rng_state())
+        if "rng_cuda" in blob:
+            device = next(model.parameters()).device
+            blob["rng_cuda_ranks"] = self.rng_states(torch.cuda.get_rng_state(device))
         blob["world_size"] = self.world
         blob["distributed"] = self.mode
         if self.mode == "fsdp":
@@ -362,6 +367,9 @@ class Parallel:
             )
         if "rng_ranks" in blob:
             torch.set_rng_state(blob["rng_ranks"][self.rank].cpu().clone())  # own storage
+            if "rng_cuda_ranks" in blob and torch.cuda.is_available():
+                device = next(model.parameters()).device
+                torch.cuda.set_rng_state(blob["rng_cuda_ranks"][self.rank].cpu().clone(), device)
         else:
             self.seed_rank(seed)
         if self.mode == "fsdp" and "dcp" in blob:
@@ -488,8 +496,11 @@ def start(
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
     try:
         yield par, device
-    finally:
+    except BaseException:
         par.close()
+        raise
+    par.barrier()  # no rank tears its connections down while another still uses them
+    par.close()
 
 
 def signal_name(signum: int) -> str:
