@@ -26,6 +26,7 @@ from typing import Any, TextIO
 import torch
 from torch import Tensor
 
+from gradclip.distributed import is_dtensor
 from gradclip.lm.rundir import strict_json
 from gradclip.monitor import GradMonitor, MemorySink
 
@@ -57,6 +58,11 @@ def say(message: str, stream: TextIO | None = None) -> None:
             os.close(devnull)
 
 
+def _plain(t: Any) -> Any:
+    """A replicated DTensor's value as a plain tensor (anything else as it is)."""
+    return t.full_tensor() if isinstance(t, Tensor) and is_dtensor(t) else t
+
+
 class LoopMonitor(GradMonitor):
     """The :class:`~gradclip.monitor.GradMonitor` of ``gradclip train``: attached to the
     loop's ``ClippedOptimizer``, it numbers steps like ``metrics.jsonl`` (1, 2, ...)
@@ -71,7 +77,8 @@ class LoopMonitor(GradMonitor):
     Args:
         model: the model (gives the parameter names).
         optimizer: the :class:`~gradclip.ClippedOptimizer` to observe.
-        update_ratio_every: steps between two update-ratio measurements.
+        update_ratio_every: steps between two update-ratio measurements (none under
+            FSDP2, whose DTensor parameters the monitor's update ratios do not take yet).
 
     Example:
         >>> import torch
@@ -87,6 +94,8 @@ class LoopMonitor(GradMonitor):
 
     def __init__(self, model: torch.nn.Module, optimizer: Any, update_ratio_every: int = 100):
         self.sink = MemorySink()
+        if any(is_dtensor(p) for p in model.parameters()):
+            update_ratio_every = 0  # FSDP2: the monitor's update ratios take no DTensors yet
         super().__init__(
             model,
             sinks=[self.sink],
@@ -97,8 +106,17 @@ class LoopMonitor(GradMonitor):
         self.attach(optimizer)
 
     def before_step(self, obs: Any) -> None:
-        """Observer hook: the monitor's, with the step numbered from 1."""
-        super().before_step(dataclasses.replace(obs, step=obs.step + 1))
+        """Observer hook: the monitor's, with the step numbered from 1 (and, under
+        FSDP2, the global norms as plain tensors: the monitor buffers them with others)."""
+        stats = obs.stats
+        if is_dtensor(stats.norm):
+            fields = dataclasses.fields(stats)
+            stats = dataclasses.replace(
+                stats, **{f.name: _plain(getattr(stats, f.name)) for f in fields}
+            )
+        norms = None if obs.tensor_norms is None else _plain(obs.tensor_norms)
+        obs = dataclasses.replace(obs, step=obs.step + 1, stats=stats, tensor_norms=norms)
+        super().before_step(obs)
 
     def take(self) -> dict[int, dict[str, Any]]:
         """Flush and return, by step, what each step adds to its ``metrics.jsonl`` row.
