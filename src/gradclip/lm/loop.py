@@ -27,7 +27,8 @@ from gradclip.lm.data import Batches, Corpus
 from gradclip.lm.evaluation import evaluate, evaluate_stream, perplexity
 from gradclip.lm.model import PTBModel, State, detach_state, tf_cost
 from gradclip.lm.options import RunOptions, RunResult
-from gradclip.lm.parallel import Parallel, signal_name
+from gradclip.lm.parallel import Parallel, plain, signal_name
+from gradclip.lm.parallel_checkpoint import complete_checkpoint, remove_stale_dcp
 from gradclip.lm.reporting import LoopMonitor, MetricsLog, Progress, make_tb_writer, say
 from gradclip.lm.rundir import (
     CHECKPOINT_FILE,
@@ -188,10 +189,10 @@ def run_loop(
         if par.writer:
             write_json(run_dir / SUMMARY_FILE, summary)
         blob = st.checkpoint(cfg, model, optimizer, device)
-        blob = par.checkpoint(blob, model, optimizer, run_dir, st.global_step, B)
+        blob = complete_checkpoint(par, blob, model, optimizer, run_dir, st.global_step)
         if par.writer:
             save_checkpoint(run_dir, blob)
-            par.after_save(run_dir, blob)
+            remove_stale_dcp(run_dir, blob.get("dcp"))
         return path
 
     signals = caught.catch_signals() if opts.handle_signals else contextlib.nullcontext()
@@ -214,8 +215,8 @@ def run_loop(
                     x, y = batches[i]
                     loss, stats, st.hidden = train_step(net, optimizer, x, y, st.hidden)
                     loss = par.mean(loss)
-                    norm, clipped_norm, threshold, clipped = par.plain(
-                        stats.norm, stats.clipped_norm, stats.threshold, stats.clipped
+                    norm, clipped_norm, threshold, clipped = plain(
+                        (stats.norm, stats.clipped_norm, stats.threshold, stats.clipped)
                     )
                     st.global_step += 1
                     st.step_in_epoch = i + 1

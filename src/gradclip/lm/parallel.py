@@ -1,5 +1,5 @@
 """``gradclip train --distributed ddp|fsdp`` under ``torchrun``: the process group,
-the data split, the model wrapper, rank-0 writing and checkpoints.
+the data split, the model wrapper, rank-0 writing, agreed stops.
 
 Data split. Rank ``r`` of ``W`` trains on rows ``r·B/W … (r+1)·B/W − 1`` of the
 batchified stream (``B`` = the config's ``batch_size``, the global batch): the
@@ -19,14 +19,8 @@ Evaluation (valid, test) runs the full batch on every rank, redundantly: the
 numbers are those of one process, with no gather.
 
 Files. Only rank 0 writes ``metrics.jsonl``, ``summary.json``, TensorBoard,
-progress and messages. Under DDP rank 0 writes ``checkpoint.pt`` as one
-process would (weights are replicated), plus the hidden state of every row
-(gathered) and every rank's RNG state. Under FSDP2 the weights and optimizer
-state go through ``torch.distributed.checkpoint`` (DCP) into
-``dcp/step-NNNNNNNNN-XXXX/`` (each rank writes its shards), and
-``checkpoint.pt`` (rank 0) holds the rest and names that folder; older folders
-are removed once ``checkpoint.pt`` points at the new one, so a kill at any time
-leaves a consistent pair.
+progress and messages (:meth:`Parallel.on_writer`); checkpoints are
+:mod:`gradclip.lm.parallel_checkpoint`'s.
 
 Stops. SIGINT/SIGTERM and the ``checkpoint_minutes`` timer are agreed on by all
 ranks every ``refresh_every`` steps (one all-reduce of two numbers, MAX), so
@@ -38,13 +32,10 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import secrets
-import shutil
 import signal
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,12 +45,10 @@ from torch import Tensor, nn
 from gradclip.distributed import is_dtensor
 from gradclip.errors import UserError
 
-__all__ = ["DCP_DIR", "MODES", "Parallel", "load_dcp_model", "start"]
+__all__ = ["MODES", "Parallel", "plain", "signal_name", "start"]
 
 #: ``--distributed`` choices.
 MODES = ("none", "ddp", "fsdp")
-#: Folder of the run directory holding FSDP's DCP checkpoints.
-DCP_DIR = "dcp"
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 State = Tensor | tuple[Tensor, Tensor]
@@ -153,20 +142,6 @@ class Parallel:
         t = t.clone()
         dist.all_reduce(t)  # SUM: gloo has no AVG
         return t / self.world
-
-    def plain(self, *values: Tensor) -> tuple[Tensor, ...]:
-        """Plain tensors of global values (a clip's statistics under FSDP2 may come as
-        replicated DTensors, which do not mix with the loop's plain sums).
-
-        Args:
-            values: tensors or DTensors.
-
-        Returns:
-            The same values as plain tensors.
-        """
-        if self.mode != "fsdp":
-            return values
-        return tuple(v.full_tensor() if is_dtensor(v) else v for v in values)  # type: ignore[attr-defined]
 
     def agree(self, signum: int | None, due: bool, device: torch.device) -> tuple[int, bool]:
         """Combine every rank's stop signal and checkpoint timer (MAX over ranks).
@@ -284,105 +259,6 @@ class Parallel:
             dist.destroy_process_group()
             self.owns_group = False
 
-    # ----------------------------------------------------------------- checkpoints
-    def checkpoint(self, blob: dict[str, Any], model: nn.Module, optimizer: Any,
-                   run_dir: Path, step: int, batch_size: int) -> dict[str, Any]:  # fmt: skip
-        """Complete a :meth:`TrainState.checkpoint <gradclip.lm.state.TrainState.checkpoint>`
-        dict for this mode (collective: every rank calls it).
-
-        DDP: the full hidden state and every rank's RNG. FSDP2: also writes the
-        weights and the inner optimizer's state with DCP and puts the folder's name,
-        relative to ``run_dir``, under ``"dcp"`` instead of ``"model"``.
-
-        Args:
-            blob: the checkpoint dict of this rank.
-            model: the (sharded) model.
-            optimizer: the :class:`~gradclip.ClippedOptimizer`.
-            run_dir: the run directory.
-            step: the global step.
-            batch_size: B.
-
-        Returns:
-            The dict rank 0 saves as ``checkpoint.pt``.
-        """
-        if not self.active:
-            return blob
-        if "hidden" in blob:
-            blob["hidden"] = self.gather_state(blob["hidden"])
-        blob["rng_ranks"] = self.rng_states(torch.get_rng_state())
-        if "rng_cuda" in blob:
-            device = next(model.parameters()).device
-            blob["rng_cuda_ranks"] = self.rng_states(torch.cuda.get_rng_state(device))
-        blob["world_size"] = self.world
-        blob["distributed"] = self.mode
-        if self.mode == "fsdp":
-            from torch.distributed.checkpoint.state_dict import (
-                get_model_state_dict,
-                get_optimizer_state_dict,
-            )
-
-            name = self.broadcast(f"{DCP_DIR}/step-{step:09d}-{secrets.token_hex(3)}")
-            state = {
-                "model": get_model_state_dict(model),
-                "optim": get_optimizer_state_dict(model, optimizer.optimizer),
-            }
-            from torch.distributed.checkpoint.state_dict_saver import save
-
-            save(state, checkpoint_id=str(run_dir / name))
-            blob.pop("model", None)
-            blob["optimizer"]["optimizer"]["state"] = {}  # in DCP
-            blob = _plain_tree(blob)  # the clip's counters may be replicated DTensors
-            blob["dcp"] = name
-        return blob
-
-    def after_save(self, run_dir: Path, blob: dict[str, Any]) -> None:
-        """Rank 0, once ``checkpoint.pt`` names the new DCP folder: remove the others.
-
-        Args:
-            run_dir: the run directory.
-            blob: the checkpoint just saved.
-        """
-        if self.writer:
-            remove_stale_dcp(run_dir, blob.get("dcp"))
-
-    def restore(self, blob: dict[str, Any], model: nn.Module, optimizer: Any,
-                run_dir: Path, seed: int) -> None:  # fmt: skip
-        """After :meth:`TrainState.restore <gradclip.lm.state.TrainState.restore>`:
-        this rank's RNG state, and under FSDP2 the inner optimizer's DCP state.
-
-        Args:
-            blob: the checkpoint dict.
-            model: the wrapped model.
-            optimizer: the :class:`~gradclip.ClippedOptimizer`.
-            run_dir: the run directory.
-            seed: the config's seed (a step-0 checkpoint has rank 0's RNG only).
-        """
-        if not self.active:
-            return
-        saved = blob.get("world_size", self.world)
-        if saved != self.world:
-            raise UserError(
-                f"{run_dir} was trained on {saved} processes: resume it with "
-                f"torchrun --nproc-per-node {saved}"
-            )
-        if "rng_ranks" in blob:
-            torch.set_rng_state(blob["rng_ranks"][self.rank].cpu().clone())  # own storage
-            if "rng_cuda_ranks" in blob and torch.cuda.is_available():
-                device = next(model.parameters()).device
-                torch.cuda.set_rng_state(blob["rng_cuda_ranks"][self.rank].cpu().clone(), device)
-        else:
-            self.seed_rank(seed)
-        if self.mode == "fsdp" and "dcp" in blob:
-            from torch.distributed.checkpoint.state_dict import (
-                get_optimizer_state_dict,
-                set_optimizer_state_dict,
-            )
-            from torch.distributed.checkpoint.state_dict_loader import load
-
-            state = {"optim": get_optimizer_state_dict(model, optimizer.optimizer)}
-            load(state, checkpoint_id=str(run_dir / blob["dcp"]))
-            set_optimizer_state_dict(model, optimizer.optimizer, state["optim"])
-
     def seed_rank(self, seed: int) -> None:
         """Give ranks > 0 their own RNG stream (dropout masks), after the model is built.
 
@@ -393,47 +269,28 @@ class Parallel:
             torch.manual_seed(seed + self.rank)
 
 
-def _plain_tree(obj: Any) -> Any:
-    """``obj`` with every DTensor replaced by its full plain tensor."""
+def plain(obj: Any) -> Any:
+    """``obj`` with every DTensor (in it, when a dict, list or tuple) replaced by its
+    full plain tensor: a clip's statistics and counters under FSDP2 are replicated
+    DTensors, which neither mix with plain tensors nor go into ``torch.save``.
+
+    Args:
+        obj: a tensor, DTensor, container of them, or anything else.
+
+    Returns:
+        The same structure with plain tensors.
+
+    Example:
+        >>> plain({"a": [torch.ones(1)], "b": 2})
+        {'a': [tensor([1.])], 'b': 2}
+    """
     if isinstance(obj, dict):
-        return {k: _plain_tree(v) for k, v in obj.items()}
+        return {k: plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_plain_tree(v) for v in obj)
-    return obj.full_tensor() if isinstance(obj, Tensor) and is_dtensor(obj) else obj  # type: ignore[attr-defined]
-
-
-def remove_stale_dcp(run_dir: Path, keep: str | None) -> None:
-    """Remove the DCP folders of ``run_dir`` other than ``keep``.
-
-    Args:
-        run_dir: the run directory.
-        keep: the folder ``checkpoint.pt`` names (relative), or ``None``.
-    """
-    root = run_dir / DCP_DIR
-    if not root.is_dir():
-        return
-    for p in root.iterdir():
-        if keep is None or p != run_dir / keep:
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def load_dcp_model(folder: Path, model: nn.Module) -> None:
-    """Load the weights of a DCP checkpoint into an unsharded ``model`` (collective
-    when a process group is up; a single process reads every shard itself).
-
-    Args:
-        folder: the DCP folder.
-        model: a plain model of the run's shape.
-    """
-    from torch.distributed.checkpoint.state_dict_loader import load
-
-    if not (folder / ".metadata").is_file():
-        raise UserError(f"checkpoint folder {folder} is missing or incomplete")
-    state = {"model": model.state_dict()}
-    with warnings.catch_warnings():  # one process reading every shard is the intent
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        load(state, checkpoint_id=str(folder))
-    model.load_state_dict(state["model"])
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, Tensor) and is_dtensor(obj):
+        return obj.full_tensor()  # type: ignore[attr-defined]
+    return obj
 
 
 def _from_env(mode: str) -> tuple[int, int, int]:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from gradclip.distributed import is_dtensor
+from gradclip.lm.parallel import plain
 from gradclip.lm.rundir import strict_json
 from gradclip.monitor import GradMonitor, MemorySink
 
@@ -56,11 +57,6 @@ def say(message: str, stream: TextIO | None = None) -> None:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, stream.fileno())
             os.close(devnull)
-
-
-def _plain(t: Any) -> Any:
-    """A replicated DTensor's value as a plain tensor (anything else as it is)."""
-    return t.full_tensor() if isinstance(t, Tensor) and is_dtensor(t) else t
 
 
 class LoopMonitor(GradMonitor):
@@ -112,9 +108,9 @@ class LoopMonitor(GradMonitor):
         if is_dtensor(stats.norm):
             fields = dataclasses.fields(stats)
             stats = dataclasses.replace(
-                stats, **{f.name: _plain(getattr(stats, f.name)) for f in fields}
+                stats, **{f.name: plain(getattr(stats, f.name)) for f in fields}
             )
-        norms = None if obs.tensor_norms is None else _plain(obs.tensor_norms)
+        norms = None if obs.tensor_norms is None else plain(obs.tensor_norms)
         obs = dataclasses.replace(obs, step=obs.step + 1, stats=stats, tensor_norms=norms)
         super().before_step(obs)
 

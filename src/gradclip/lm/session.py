@@ -25,7 +25,7 @@ from gradclip.errors import UserError
 from gradclip.lm.config import LMConfig, clip_options
 from gradclip.lm.data import Corpus, load_corpus
 from gradclip.lm.model import PTBModel
-from gradclip.lm.parallel import load_dcp_model
+from gradclip.lm.parallel_checkpoint import load_dcp_model
 from gradclip.lm.rundir import Run, load_checkpoint, read_run
 
 __all__ = [

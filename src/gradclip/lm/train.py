@@ -33,7 +33,8 @@ from gradclip.lm.data import SPLITS, Corpus, check_corpus, load_corpus
 from gradclip.lm.loop import result_of, run_loop
 from gradclip.lm.model import count_parameters
 from gradclip.lm.options import RunOptions, RunResult
-from gradclip.lm.parallel import Parallel, remove_stale_dcp, start
+from gradclip.lm.parallel import Parallel, start
+from gradclip.lm.parallel_checkpoint import remove_stale_dcp, restore_ranks
 from gradclip.lm.reporting import say
 from gradclip.lm.rundir import (
     CHECKPOINT_FILE,
@@ -251,7 +252,7 @@ def _resume(
     net = par.wrap(model, device)
     optimizer = make_optimizer(model, run.config)
     state = TrainState.restore(blob, optimizer, device)
-    par.restore(blob, model, optimizer, run.path, run.config.seed)
+    restore_ranks(par, blob, model, optimizer, run.path, run.config.seed)
     state.hidden = par.local_state(state.hidden, run.config.batch_size)
     if state.status in ("finished", "diverged"):
         say(f"gradclip train: {run.path} has already {state.status}", opts.out)
