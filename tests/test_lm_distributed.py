@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import _make_corpus
 from gradclip.cli import main
 from gradclip.lm.evaluation import evaluate
 from gradclip.lm.session import load_run_corpus, open_trained
@@ -49,11 +48,19 @@ def _column(rows: list[dict[str, Any]], key: str) -> torch.Tensor:
     return torch.tensor([float(r[key]) for r in rows], dtype=torch.float64)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+_RUNS: dict[str, Any] = {}  # made once for the module (make_corpus is function-scoped)
+
+
+@pytest.fixture
+def runs(make_corpus: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One process; DDP; FSDP2 uninterrupted; FSDP2 stopped after 30 steps and resumed."""
-    root = tmp_path_factory.mktemp("dist")
-    data = _make_corpus(root / "data")
+    if not _RUNS:
+        _RUNS.update(_make_runs(make_corpus, tmp_path_factory.mktemp("dist")))
+    return _RUNS
+
+
+def _make_runs(make_corpus: Any, root: Path) -> dict[str, Any]:
+    data = make_corpus(root / "data")
     out: dict[str, Any] = {"root": root, "data": data}
     assert main(["train", *FLAGS, "--data", str(data), "--run-dir", str(root / "one"),
                  "--no-tensorboard"]) == 0  # fmt: skip
