@@ -156,6 +156,10 @@ def test_without_torchrun_is_a_one_line_error(runs, tmp_path, monkeypatch, capsy
     _one_line_error(capsys, "torchrun")
     assert main(["train", "--resume", str(runs["root"] / "ddp"), "--distributed", "fsdp"]) == 2
     _one_line_error(capsys, "--distributed ddp")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun, but no --distributed
+    assert main(args) == 2
+    _one_line_error(capsys, "--distributed ddp or fsdp")
+    assert not (tmp_path / "r").exists()
 
 
 def test_batch_size_not_divisible_by_world_size(runs, tmp_path, monkeypatch, capsys):

@@ -336,6 +336,11 @@ def start(
     if mode not in MODES:
         raise UserError(f"--distributed must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "none":
+        if os.environ.get("WORLD_SIZE", "1") not in ("", "1") and not dist.is_initialized():
+            raise UserError(
+                f"started by torchrun as one of {os.environ['WORLD_SIZE']} processes: pass "
+                "--distributed ddp or fsdp (else every process would train the whole run alone)"
+            )
         yield Parallel(), device
         return
     rank, world, local = _from_env(mode)
