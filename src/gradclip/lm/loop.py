@@ -195,7 +195,7 @@ def run_loop(
             remove_stale_dcp(run_dir, blob.get("dcp"))
         return path
 
-    signals = caught.catch_signals() if opts.handle_signals else contextlib.nullcontext()
+    signals = caught.catch_signals(par.writer) if opts.handle_signals else contextlib.nullcontext()
     with signals:
         try:
             while st.epoch < cfg.max_max_epoch and st.status == "running" and not stop():

@@ -296,8 +296,11 @@ class StopFlag:
             self.requested, self.reason, self.signum = True, reason, signum
 
     @contextmanager
-    def catch_signals(self) -> Iterator[None]:
+    def catch_signals(self, announce: bool = True) -> Iterator[None]:
         """Within the block, SIGINT and SIGTERM request a stop (main thread only).
+
+        Args:
+            announce: say so on stderr (under torchrun, rank 0 only).
 
         Returns:
             A context manager; on leaving it the previous handlers are restored.
@@ -308,12 +311,13 @@ class StopFlag:
                 raise KeyboardInterrupt
             name = signal.Signals(signum).name
             self.request(name, signum)
-            print(
-                f"\ngradclip train: {name}: saving a checkpoint at the next step"
-                + (" (press Ctrl-C again to abort without saving)" if name == "SIGINT" else ""),
-                file=sys.stderr,
-                flush=True,
-            )
+            if announce:
+                print(
+                    f"\ngradclip train: {name}: saving a checkpoint at the next step"
+                    + (" (press Ctrl-C again to abort without saving)" if name == "SIGINT" else ""),
+                    file=sys.stderr,
+                    flush=True,
+                )
 
         previous = {}
         try:
