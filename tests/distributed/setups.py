@@ -177,12 +177,29 @@ def ddp(grad_scale: float) -> Setup:
     return Setup(_reference(full), _reference(full))
 
 
+def mesh_2x2(grad_scale: float) -> Setup:
+    """4 ranks: HSDP (Replicate, Shard(0)) and FSDP x TP (Shard(0), Shard(1)) on a real
+    2 x 2 mesh, so a tensor is replicated and sharded, or sharded twice, at once."""
+    mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
+    return _placed(
+        [
+            ("hsdp.weight", (5, 3), mesh, (Replicate(), Shard(0))),
+            ("fsdp_tp.weight", (5, 6), mesh, (Shard(0), Shard(1))),
+            ("tp_bias", (6,), mesh, (Replicate(), Shard(0))),
+            ("rep", (2, 2), mesh, (Replicate(), Replicate())),
+        ],
+        grad_scale,
+    )
+
+
 SETUPS: dict[str, Callable[[float], Setup]] = {
     f.__name__: f for f in (ddp, fsdp, fsdp_tied, mixed_placements, mesh_2d, two_meshes, pipeline)
 }
+#: Setups that need 4 ranks.
+SETUPS_4: dict[str, Callable[[float], Setup]] = {"mesh_2x2": mesh_2x2}
 
 
 def build(name: str, seed: int = 0, grad_scale: float = 1.0) -> Setup:
     """The setup ``name``, with the same global tensors on every rank."""
     torch.manual_seed(seed)
-    return SETUPS[name](grad_scale)
+    return {**SETUPS, **SETUPS_4}[name](grad_scale)

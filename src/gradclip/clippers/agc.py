@@ -11,6 +11,7 @@ from torch import Tensor
 from gradclip.clippers.base import ClipBatch, ClipOutcome, Clipper, NonFinitePolicy, local_stats
 from gradclip.clippers.options import NONFINITE, Option, number_in, threshold
 from gradclip.clippers.registry import register_clipper
+from gradclip.distributed import is_dtensor
 from gradclip.ops.reduce import combine_partial_norms
 
 
@@ -111,44 +112,119 @@ class AGC(Clipper):
             )
         return any(name == e or name.startswith(e + ".") for e in self._exclude_names)
 
+    def _units(self, param: Tensor, grad: Tensor, name: str | None) -> tuple[Tensor, Tensor | None]:
+        """A tensor's unit gradient norms and unit parameter norms (None when excluded),
+        over its local rows, shaped to broadcast against the gradient."""
+        if grad.layout != torch.strided:
+            raise TypeError("agc does not support sparse gradients")
+        dims = tuple(range(1, grad.dim())) if grad.dim() > 1 else None
+        acc = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else None
+        g_norm = torch.linalg.vector_norm(grad, 2, dim=dims, keepdim=True, dtype=acc)
+        if self._excluded(param, name):
+            return g_norm, None
+        w = param.detach()
+        w = w.to_local() if is_dtensor(w) else w  # type: ignore[attr-defined]
+        return g_norm, torch.linalg.vector_norm(w, 2, dim=dims, keepdim=True, dtype=acc)
+
+    def _bound(self, w_norm: Tensor | None) -> Tensor | None:
+        return None if w_norm is None else self.clip_factor * w_norm.clamp(min=self.eps)
+
+    @staticmethod
+    def _post(g_norm: Tensor, bound: Tensor | None) -> Tensor:
+        """The unit norms after clipping (NaN stays NaN)."""
+        return g_norm if bound is None else torch.where(g_norm > bound, bound, g_norm)
+
+    @staticmethod
+    def _scale(
+        grad: Tensor, g_norm: Tensor, bound: Tensor, finite: Tensor, policy: NonFinitePolicy
+    ) -> Tensor:
+        """Clip the units of ``grad`` in place; return which were over their bound."""
+        over = g_norm > bound
+        s = torch.where(over, bound / torch.where(over, g_norm, 1.0), 1.0)
+        grad.mul_(policy.guard(s, g_norm, finite).to(grad.dtype))
+        return over
+
     def _clip_local(self, batch: ClipBatch, policy: NonFinitePolicy) -> ClipOutcome:
+        units = [
+            self._units(param, grad, name)
+            for param, grad, name in zip(batch.params, batch.grads, batch.names, strict=True)
+            if param is not None
+        ]
+        if batch.layout is not None:
+            return self._clip_sharded(batch, units, policy)
         device0 = batch.grads[0].device
-        work: list[tuple[Tensor, Tensor | None]] = []  # (unit grad norms, their bounds or None)
-        unit_norms: list[Tensor] = []
-        for param, grad, name in zip(batch.params, batch.grads, batch.names, strict=True):
-            assert param is not None
-            if grad.layout != torch.strided:
-                raise TypeError("agc does not support sparse gradients")
-            dims = tuple(range(1, grad.dim())) if grad.dim() > 1 else None
-            acc = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else None
-            g_norm = torch.linalg.vector_norm(grad, 2, dim=dims, keepdim=True, dtype=acc)
-            unit_norms.append(g_norm.reshape(-1).to(device0, torch.float32))
-            if self._excluded(param, name):
-                work.append((g_norm, None))
-                continue
-            w_norm = torch.linalg.vector_norm(param.detach(), 2, dim=dims, keepdim=True, dtype=acc)
-            work.append((g_norm, self.clip_factor * w_norm.clamp(min=self.eps)))
+        unit_norms = [g_norm.reshape(-1).to(device0, torch.float32) for g_norm, _ in units]
         norm = combine_partial_norms(torch.cat(unit_norms), 2.0)
         finite = torch.isfinite(norm)
         policy.check(finite, norm, repr(self))
         post_units: list[Tensor] = []
         any_clipped = torch.zeros((), dtype=torch.bool, device=device0)
-        for grad, (g_norm, bound) in zip(batch.grads, work, strict=True):
-            if bound is None:
-                post_units.append(g_norm.reshape(-1).to(device0, torch.float32))
-                continue
-            over = g_norm > bound
-            s = policy.guard(
-                torch.where(over, bound / torch.where(over, g_norm, 1.0), 1.0), g_norm, finite
-            )
-            any_clipped = any_clipped | over.any().to(device0)
-            post_units.append(
-                torch.where(over, bound, g_norm).reshape(-1).to(device0, torch.float32)
-            )
-            grad.mul_(s.to(grad.dtype))
+        for grad, (g_norm, w_norm) in zip(batch.grads, units, strict=True):
+            bound = self._bound(w_norm)
+            if bound is not None:
+                over = self._scale(grad, g_norm, bound, finite, policy)
+                any_clipped = any_clipped | over.any().to(device0)
+            post_units.append(self._post(g_norm, bound).reshape(-1).to(device0, torch.float32))
         post = policy.poison(combine_partial_norms(torch.cat(post_units), 2.0), norm)
         stats = local_stats(norm, finite, self.clip_factor, post, any_clipped)
         # Each tensor's norm from its unit norms, built only when an observer asks.
         return ClipOutcome(
             stats, lambda: torch.stack([torch.linalg.vector_norm(u, 2) for u in unit_norms])
         )
+
+    def _clip_sharded(
+        self, batch: ClipBatch, units: list[tuple[Tensor, Tensor | None]], policy: NonFinitePolicy
+    ) -> ClipOutcome:
+        """The clip when the gradients live on several ranks, with ONE all-reduce.
+
+        Units this rank holds whole (FSDP2's ``Shard(0)`` rows, replicas, plain
+        tensors) are clipped from local norms; only their totals before and after
+        travel. Units split across ranks (``Shard(d ≥ 1)``, sharded biases) travel
+        as per-unit partial norms of the gradient and the parameter, at their
+        global rows (see :meth:`gradclip.distributed.Layout.add_units`).
+        """
+        lay = batch.layout
+        assert lay is not None
+        packet = lay.packet(2.0)
+        device0 = packet.device
+        local = [
+            torch.linalg.vector_norm(g.to(device0, torch.float32)).reshape(1) for g, _ in units
+        ]
+        pending = lay.add_tensor_norms(packet, torch.cat([torch.zeros(0, device=device0), *local]))
+        split: dict[int, tuple[int, int | None]] = {}
+        post_whole, counted, lowered = [], [], []
+        for i, (g_norm, w_norm) in enumerate(units):
+            if lay.shards[i].units_split:
+                h_w = None if w_norm is None else lay.add_units(packet, i, w_norm.reshape(-1))
+                split[i] = (lay.add_units(packet, i, g_norm.reshape(-1)), h_w)
+                continue
+            post = self._post(g_norm, self._bound(w_norm)).reshape(-1).to(device0, torch.float32)
+            post_whole.append(post)
+            counted.append(torch.full_like(post, lay.counted(i), dtype=torch.bool))
+            lowered.append((post < g_norm.reshape(-1).to(post)).any())
+        none = torch.zeros(0, device=device0)
+        h_post = packet.total(torch.cat([none, *post_whole]), torch.cat([none.bool(), *counted]))
+        h_lowered = packet.any(torch.stack([torch.tensor(False, device=device0), *lowered]))
+        packet.reduce()
+        tensor_norms, norm = pending.result()
+        finite = torch.isfinite(norm)
+        policy.check(finite, norm, repr(self))
+        any_clipped = packet.get(h_lowered)[0] > 0
+        post_split: list[Tensor] = []
+        for i, (grad, (g_norm, w_norm)) in enumerate(zip(batch.grads, units, strict=True)):
+            bound = self._bound(w_norm)
+            if i in split:  # the summed norms of every unit, then this rank's rows
+                h_g, h_w = split[i]
+                g_all = packet.get(h_g)
+                b_all = None if h_w is None else self._bound(packet.get(h_w))
+                post_split.append(self._post(g_all, b_all).to(device0, torch.float32))
+                if b_all is None:
+                    continue
+                any_clipped = any_clipped | (g_all > b_all).any()
+                g_norm = lay.local_rows(i, g_all).reshape(g_norm.shape).to(g_norm.dtype)
+                bound = lay.local_rows(i, b_all).reshape(g_norm.shape)
+            if bound is not None:
+                self._scale(grad, g_norm, bound, finite, policy)
+        post = combine_partial_norms(torch.cat([*post_split, packet.get(h_post)]), 2.0)
+        stats = local_stats(norm, finite, self.clip_factor, policy.poison(post, norm), any_clipped)
+        return ClipOutcome(stats, tensor_norms)

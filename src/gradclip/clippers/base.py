@@ -12,9 +12,11 @@ from typing import Any, ClassVar, TypeAlias
 
 import torch
 from torch import Tensor
+from torch.distributed import ProcessGroup
 
 from gradclip.clippers.nonfinite import NonFinitePolicy
 from gradclip.clippers.options import NonFinite, Option, validate_options
+from gradclip.distributed import Layout, layout
 from gradclip.ops import scale_
 from gradclip.ops.checks import warn_if_nothing_to_clip
 from gradclip.ops.norms import norms_and_total
@@ -96,14 +98,32 @@ _FIELDS = dataclasses.fields(ClipStats)
 # --------------------------------------------------------------------------- inputs
 @dataclasses.dataclass
 class ClipBatch:
-    """The gradients of one clip, materialised once."""
+    """The gradients of one clip, materialised once.
+
+    When the gradients live on several ranks (DTensors, or a process group
+    was given), ``layout`` says how and ``grads`` are the plain local views
+    (writing them writes the gradients); see :mod:`gradclip.distributed`.
+    """
 
     params: list[Tensor | None]  # None where a bare gradient was given
     grads: list[Tensor]
     names: list[str | None]
+    layout: Layout | None = None
+
+    def norms_and_total(self, norm_type: float) -> tuple[Tensor, Tensor]:
+        """Per-tensor norms and the total norm of the gradients: the global ones,
+        from one all-reduce, when they live on several ranks.
+
+        Args:
+            norm_type: ``p``.
+
+        Returns:
+            ``(norms, total)``: 1-d in input order, and 0-d.
+        """
+        return norms_and_total(self.grads, norm_type, self.layout)
 
 
-def collect(parameters: ClipInput) -> ClipBatch:
+def collect(parameters: ClipInput, group: ProcessGroup | None = None) -> ClipBatch:
     """Materialise the input once: parameters (their ``.grad``), bare gradients,
     or ``(name, parameter)`` pairs. Parameters without a gradient are skipped.
 
@@ -113,6 +133,8 @@ def collect(parameters: ClipInput) -> ClipBatch:
 
     Args:
         parameters: see :data:`ClipInput`.
+        group: the process group over which plain (non-DTensor) gradients
+            differ, e.g. pipeline stages (see :func:`gradclip.distributed.layout`).
 
     Returns:
         A :class:`ClipBatch`.
@@ -148,6 +170,9 @@ def collect(parameters: ClipInput) -> ClipBatch:
             batch.grads.append(item)
         batch.names.append(name)
     warn_if_nothing_to_clip(given, len(batch.grads), params_only)
+    batch.layout = layout(batch.grads, group)
+    if batch.layout is not None:
+        batch.grads = batch.layout.local
     return batch
 
 
@@ -215,6 +240,7 @@ class Clipper:
         *,
         defer_scale: bool = False,
         nonfinite: NonFinite | None = None,
+        group: ProcessGroup | None = None,
     ) -> ClipStats:
         """Clip the gradients of ``parameters`` in place.
 
@@ -225,12 +251,15 @@ class Clipper:
                 unchanged: the caller must then multiply them by ``stats.scale``
                 (a fused optimizer does it for free).
             nonfinite: overrides the policy for this call.
+            group: the process group over which plain gradients differ
+                (pipeline stages); DTensor gradients need none (see
+                :mod:`gradclip.distributed`).
 
         Returns:
             This clip's :class:`ClipStats`.
         """
         return self.clip_collected(
-            collect(parameters), defer_scale=defer_scale, nonfinite=nonfinite
+            collect(parameters, group), defer_scale=defer_scale, nonfinite=nonfinite
         ).stats
 
     def clip_collected(
@@ -250,12 +279,13 @@ class Clipper:
         policy = self.policy if nonfinite is None else NonFinitePolicy.of(nonfinite)
         if self.needs_params and any(p is None for p in batch.params):
             raise TypeError(f"{self.name} needs parameters (with .grad), not bare gradients")
-        if not batch.grads:
+        if not batch.grads and batch.layout is None:
             return ClipOutcome(_empty_stats(), torch.zeros(0))
-        self._to_device(batch.grads[0].device)
+        if batch.grads:  # (a rank of a group with none still joins the all-reduce)
+            self._to_device(batch.grads[0].device)
         if not self.global_scale:
             return self._clip_local(batch, policy)
-        norms, norm, finite = self._measure(batch.grads, policy)
+        norms, norm, finite = self._measure(batch, policy)
         stats = self._clip_global(norm, finite, policy)
         if not defer_scale and self.writes:
             scale_(batch.grads, stats.scale)
@@ -324,12 +354,10 @@ class Clipper:
     def _clip_local(self, batch: ClipBatch, policy: NonFinitePolicy) -> ClipOutcome:
         raise NotImplementedError
 
-    def _measure(
-        self, grads: list[Tensor], policy: NonFinitePolicy
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def _measure(self, batch: ClipBatch, policy: NonFinitePolicy) -> tuple[Tensor, Tensor, Tensor]:
         """The norm pass: per-tensor norms, the global norm and whether it is finite
         (raising under ``"error"``)."""
-        norms, norm = norms_and_total(grads, self.norm_type)
+        norms, norm = batch.norms_and_total(self.norm_type)
         finite = torch.isfinite(norm)
         policy.check(finite, norm, repr(self))
         return norms, norm, finite

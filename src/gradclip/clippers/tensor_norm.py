@@ -7,7 +7,7 @@ import torch
 from gradclip.clippers.base import ClipBatch, ClipOutcome, Clipper, NonFinitePolicy, local_stats
 from gradclip.clippers.options import COMMON, Option, threshold
 from gradclip.clippers.registry import register_clipper
-from gradclip.ops import dispatch
+from gradclip.ops import dispatch, tensor_norms
 from gradclip.ops.reduce import combine_partial_norms
 
 
@@ -45,9 +45,20 @@ class TensorNormClip(Clipper):
 
     def _clip_local(self, batch: ClipBatch, policy: NonFinitePolicy) -> ClipOutcome:
         p, c = self.norm_type, self.max_norm
-        n, norm, finite = self._measure(batch.grads, policy)
+        if batch.layout is None:
+            n, norm, finite = self._measure(batch, policy)
+            post, clipped = combine_partial_norms(torch.where(n > c, c, n), p), (n > c).any()
+        else:  # the totals after clipping ride in the same all-reduce
+            packet = batch.layout.packet(p)
+            pending = batch.layout.add_tensor_norms(
+                packet, tensor_norms(batch.grads, p), post=lambda m: torch.where(m > c, c, m)
+            )
+            packet.reduce()
+            (n, norm), (post, clipped) = pending.result(), pending.post_total()
+            finite = torch.isfinite(norm)
+            policy.check(finite, norm, repr(self))
         over = n > c
         s = policy.guard(torch.where(over, c / torch.where(over, n, 1.0), 1.0), n, finite)
         dispatch.mul_(batch.grads, s)  # one 0-d factor per tensor: no sync
-        post = policy.poison(combine_partial_norms(torch.where(over, c, n), p), norm)
-        return ClipOutcome(local_stats(norm, finite, c, post, over.any()), n)
+        post = policy.poison(post, norm)
+        return ClipOutcome(local_stats(norm, finite, c, post, clipped), n)

@@ -9,7 +9,7 @@ import torch
 from gradclip.clippers.base import ClipBatch, ClipOutcome, Clipper, NonFinitePolicy, local_stats
 from gradclip.clippers.options import COMMON, Option, threshold
 from gradclip.clippers.registry import register_clipper
-from gradclip.ops import clamp_dense_, clip_by_value, global_norm
+from gradclip.ops import clamp_dense_, clip_by_value, global_norm, tensor_norms
 
 
 @register_clipper(order=20)
@@ -46,7 +46,9 @@ class ValueClip(Clipper):
     clip_value: float
 
     def _clip_local(self, batch: ClipBatch, policy: NonFinitePolicy) -> ClipOutcome:
-        norms, norm, finite = self._measure(batch.grads, policy)
+        if batch.layout is not None:
+            return self._clip_sharded(batch, policy)
+        norms, norm, finite = self._measure(batch, policy)
         v = self.clip_value
         # Under "skip", bounds of ±inf leave a non-finite step untouched, with no sync.
         clamp_dense_(batch.grads, torch.where(finite, v, math.inf) if policy.skips else v)
@@ -61,3 +63,19 @@ class ValueClip(Clipper):
             [g if p is None else p.grad for p, g in zip(batch.params, batch.grads, strict=True)]
         )
         return ClipOutcome(local_stats(norm, finite, v, post.to(norm.dtype), post < norm), norms)
+
+    def _clip_sharded(self, batch: ClipBatch, policy: NonFinitePolicy) -> ClipOutcome:
+        """The clip when the gradients live on several ranks: the post-clamp norms
+        are measured on clamped copies first, so that the norms before and after
+        share the one all-reduce (and the decision under ``"skip"``/``"error"``
+        comes before anything is written)."""
+        assert batch.layout is not None
+        p, v = self.norm_type, self.clip_value
+        pre = tensor_norms(batch.grads, p)
+        clamped = tensor_norms([g.clamp(-v, v) for g in batch.grads], p)
+        (norms, norm), (_, post) = batch.layout.norms_and_total([pre, clamped], p)
+        finite = torch.isfinite(norm)
+        policy.check(finite, norm, repr(self))
+        clamp_dense_(batch.grads, torch.where(finite, v, math.inf) if policy.skips else v)
+        post = torch.where(finite, post, norm) if policy.skips else post
+        return ClipOutcome(local_stats(norm, finite, v, post, post < norm), norms)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 from torch import Tensor
@@ -24,7 +24,10 @@ from gradclip.ops.dispatch import (
 )
 from gradclip.ops.reduce import combine_partial_norms
 
-__all__ = ["global_norm", "norms_and_total", "tensor_norms"]
+if TYPE_CHECKING:
+    from gradclip.distributed import Layout
+
+__all__ = ["distributed_layout", "global_norm", "norms_and_total", "tensor_norms"]
 
 Tensors: TypeAlias = Tensor | Iterable[Tensor | None]
 
@@ -112,15 +115,27 @@ def _tensor_norms(present: list[Tensor], p: float) -> Tensor:
     return torch.stack(in_input_order(groups, lambda g: one_group(g).unbind()))
 
 
-def norms_and_total(tensors: Sequence[Tensor], norm_type: float) -> tuple[Tensor, Tensor]:
+def distributed_layout(tensors: Sequence[Tensor]) -> Layout | None:
+    """The :class:`~gradclip.distributed.Layout` of DTensor ``tensors``; None for plain ones."""
+    from gradclip.distributed import is_dtensor, layout
+
+    return layout(tensors) if any(is_dtensor(t) for t in tensors) else None
+
+
+def norms_and_total(
+    tensors: Sequence[Tensor], norm_type: float, layout: Layout | None = None
+) -> tuple[Tensor, Tensor]:
     """Per-tensor norms and their combination, from one read pass.
 
     The internals of :func:`global_norm`, handed to the clippers so that the
     per-tensor norms reach observers without a second pass over the gradients.
+    Tensors on several ranks (DTensors, or ``layout`` given) get their exact
+    global norms from one all-reduce (see :mod:`gradclip.distributed`).
 
     Args:
-        tensors: the tensors (no ``None``).
+        tensors: the tensors (no ``None``); with ``layout``, its local views.
         norm_type: a validated ``p`` (see :func:`~gradclip.ops.check_norm_type`).
+        layout: how the tensors lie across ranks (None: found from DTensors).
 
     Returns:
         ``(norms, total)``: a 1-d tensor in input order and a 0-d tensor.
@@ -130,6 +145,10 @@ def norms_and_total(tensors: Sequence[Tensor], norm_type: float) -> tuple[Tensor
         >>> norms_and_total([torch.tensor([3.0]), torch.tensor([4.0])], 2.0)
         (tensor([3., 4.]), tensor(5.))
     """
+    if layout is None and (layout := distributed_layout(tensors)) is not None:
+        tensors = layout.local
+    if layout is not None:
+        return layout.norms_and_total([_tensor_norms(list(tensors), norm_type)], norm_type)[0]
     norms = _tensor_norms(list(tensors), norm_type)
     return norms, combine_partial_norms(norms, norm_type)
 
@@ -193,4 +212,7 @@ def tensor_norms(tensors: Tensors, norm_type: float | str = 2.0) -> Tensor:
         tensor([5., 2.])
     """
     p = check_norm_type(norm_type)
-    return _tensor_norms([t for t in as_tensor_list(tensors, "tensors") if t is not None], p)
+    present = [t for t in as_tensor_list(tensors, "tensors") if t is not None]
+    if (lay := distributed_layout(present)) is not None:  # global norms, one all-reduce
+        return norms_and_total(lay.local, p, lay)[0]
+    return _tensor_norms(present, p)

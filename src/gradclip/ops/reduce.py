@@ -5,12 +5,11 @@ Every total norm in gradclip (:func:`~gradclip.ops.global_norm`, the drop-in
 :func:`combine_partial_norms` of a 1-d tensor of partial norms: one per tensor,
 per unit, or per group. Nothing else adds norms up.
 
-This is where a distributed reduction goes, and nowhere else. The exact form
-over ranks, kept overflow-free: each rank computes its local
-``m = max_i n_i`` and ``s = Σ_i (n_i / m)^p``; an all-reduce MAX gives the
-global ``M``, an all-reduce SUM of ``s · (m / M)^p`` gives ``S``, and the total
-is ``M · S^{1/p}`` (for ``p = ∞``: ``M`` alone). On one process
-:func:`combine_partial_norms` computes exactly that with no communication.
+Across ranks (DTensor gradients, pipeline stages) the partial norms are
+first made global by ONE all-reduce, in
+:class:`gradclip.distributed.NormPacket` (float64 ``Σ_r n^p`` per sharded
+tensor and one sum for the tensors a rank holds whole; MAX for ``p = ∞``);
+the global norms then meet here like any others. See :mod:`gradclip.distributed`.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from gradclip.ops.checks import (
     check_threshold,
     warn_if_nothing_to_clip,
 )
-from gradclip.ops.norms import Tensors
+from gradclip.ops.norms import Tensors, distributed_layout, norms_and_total
 from gradclip.ops.reduce import combine_partial_norms
 from gradclip.ops.tf_style import clip_by_value
 
@@ -145,7 +145,11 @@ def clip_grad_norm_(
     c = check_threshold(max_norm, "max_norm")
     p = check_norm_type(norm_type)
     params, grads = _grads_of(parameters)
-    total = _torch_total_norm(grads, p, foreach)
+    if (lay := distributed_layout(grads)) is None:
+        total = _torch_total_norm(grads, p, foreach)
+    else:  # DTensor gradients: the global norm over every mesh, one all-reduce
+        grads = lay.local
+        total = norms_and_total(grads, p, lay)[1]
     if error_if_nonfinite and bool(torch.logical_or(total.isnan(), total.isinf())):
         raise RuntimeError(
             f"The total norm of order {p} for gradients from `parameters` is non-finite, so it "

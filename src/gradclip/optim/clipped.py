@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.amp.grad_scaler import GradScaler, OptState
+from torch.distributed import ProcessGroup
 from torch.utils.hooks import RemovableHandle
 
 from gradclip.clippers import ClipInput, ClipOutcome, Clipper, ClipStats, NonFinitePolicy
@@ -47,7 +48,9 @@ class ClippedOptimizer:
     :attr:`skip_count`. ``param_groups``, ``state``, ``defaults`` and
     ``zero_grad`` are the optimizer's (so ``group["lr"] = …`` works; give LR
     schedulers ``opt.optimizer``). :meth:`state_dict` holds the optimizer's
-    and the clipper's state and the counters.
+    and the clipper's state and the counters. ``group``: the process group
+    over which plain gradients differ (pipeline stages; DTensor gradients
+    under FSDP2 need none), see :mod:`gradclip.distributed`.
 
     Example:
         >>> import torch
@@ -61,7 +64,12 @@ class ClippedOptimizer:
     """
 
     def __init__(
-        self, optimizer: torch.optim.Optimizer, clipper: Clipper, *, history: int | None = 1000
+        self,
+        optimizer: torch.optim.Optimizer,
+        clipper: Clipper,
+        *,
+        history: int | None = 1000,
+        group: ProcessGroup | None = None,
     ):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r:.80}")
@@ -69,6 +77,7 @@ class ClippedOptimizer:
             raise TypeError(f"clipper must be a gradclip Clipper, got {clipper!r:.80}")
         self.optimizer = optimizer
         self.clipper = clipper
+        self.group = group
         self.history: collections.deque[ClipStats] = collections.deque(maxlen=history)
         self.last_stats: ClipStats | None = None
         self._steps = 0
@@ -169,7 +178,7 @@ class ClippedOptimizer:
         fused = is_fused(opt)
         first_fix = prepare_fused_sgd(opt, policy.skips) if fused else []
 
-        batch = collect(_optimizer_params(opt) if parameters is None else parameters)
+        batch = collect(_optimizer_params(opt) if parameters is None else parameters, self.group)
         outcome = self.clipper.clip_collected(batch, defer_scale=fused, nonfinite=policy.mode)
         stats = outcome.stats
         obs = self._observe(batch, outcome) if self._observers else None
@@ -273,6 +282,7 @@ def clipped_step(
     parameters: ClipInput | None = None,
     *,
     scaler: GradScaler | None = None,
+    group: ProcessGroup | None = None,
 ) -> ClipStats:
     """Clip ``optimizer``'s gradients with ``clipper`` and step, in one call.
 
@@ -286,6 +296,7 @@ def clipped_step(
         clipper: the clipper to clip with.
         parameters: the optimizer's parameters (optional, e.g. named).
         scaler: a ``GradScaler`` (optional).
+        group: as in :class:`ClippedOptimizer`.
 
     Returns:
         The step's :class:`~gradclip.clippers.ClipStats`.
@@ -300,4 +311,4 @@ def clipped_step(
         >>> clipped_step(opt, make_clipper("norm", max_norm=1.0)).clipped
         tensor(True)
     """
-    return ClippedOptimizer(optimizer, clipper, history=1)._step(parameters, scaler)
+    return ClippedOptimizer(optimizer, clipper, history=1, group=group)._step(parameters, scaler)
