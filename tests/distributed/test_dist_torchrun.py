@@ -16,7 +16,17 @@ def test_torchrun_fsdp_loop(tmp_path):
            "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "--rdzv-id", "gradclip-test",
            os.path.join(HERE, "torchrun_example.py")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    def launch() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+    done = launch()
+    if done.returncode != 0 and "Signal 6 (SIGABRT)" in done.stderr:
+        # On the shared CI machine gloo's TCP set-up now and then aborts a rank (a port
+        # race with other jobs' process groups) before any step; one relaunch. A wrong
+        # norm fails the script's assertion (exit status 1), which is never retried.
+        first = done.stderr[-3000:]
+        done = launch()
+        assert done.returncode == 0, f"first launch:\n{first}\nsecond:\n{done.stderr}"
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert [r["step"] for r in rows] == list(range(5))
