@@ -17,7 +17,8 @@ def test_torchrun_fsdp_loop(tmp_path):
            os.path.join(HERE, "torchrun_example.py")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     def launch() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+        return out
 
     done = launch()
     if done.returncode != 0 and "Signal 6 (SIGABRT)" in done.stderr:
