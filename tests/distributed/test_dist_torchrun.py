@@ -16,9 +16,10 @@ def test_torchrun_fsdp_loop(tmp_path):
            "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "--rdzv-id", "gradclip-test",
            os.path.join(HERE, "torchrun_example.py")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
     def launch() -> subprocess.CompletedProcess[str]:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
-        return out
+        kw = {"env": env, "cwd": tmp_path, "timeout": 120}
+        return subprocess.run(cmd, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
 
     done = launch()
     if done.returncode != 0 and "Signal 6 (SIGABRT)" in done.stderr:
