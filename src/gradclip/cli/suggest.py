@@ -107,7 +107,8 @@ def _from_run(run_dir: str) -> tuple[Suggestion, str]:
             f" (clipped on {clipped / len(records):.0%} of steps: pre-clip norms of a clipped "
             "run, whose trajectory differs from an unclipped one)"
         )
-    return suggest_from_norms(norms), source
+    what = "recorded training steps" + (" (a clipped run)" if clipped else "")
+    return suggest_from_norms(norms, what=what), source
 
 
 def _train(args: argparse.Namespace) -> tuple[Suggestion, str]:

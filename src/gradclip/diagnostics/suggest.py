@@ -101,12 +101,14 @@ def _recommend(rules: list[Rule]) -> Rule:
     return by["pascanu_half"] if chosen.threshold < lo else by["pascanu_10x"]
 
 
-def _explain(norms: list[float], rec: Rule, rules: list[Rule], diverged_at: int | None) -> str:
+def _explain(
+    norms: list[float], rec: Rule, rules: list[Rule], diverged_at: int | None, what: str
+) -> str:
     s = sorted(n for n in norms if math.isfinite(n))
     by = {r.name: r for r in rules}
     mean = by["pascanu_mean"].threshold
     text = [
-        f"Over {len(norms)} training steps without clipping, the gradient norm had median "
+        f"Over {len(norms)} {what}, the gradient norm had median "
         f"{percentile(s, 50):.3g} (90% of steps between {percentile(s, 5):.3g} and "
         f"{percentile(s, 95):.3g}; largest {s[-1]:.3g}).",
         "Clipping rescales a step's gradient whenever its norm is above the threshold: a "
@@ -136,6 +138,7 @@ def suggest_from_norms(
     *,
     diverged_at: int | None = None,
     layers: list[dict[str, Any]] | None = None,
+    what: str = "training steps without clipping",
     **rule_options: Any,
 ) -> Suggestion:
     """Rules table and recommendation from norms already recorded.
@@ -144,6 +147,7 @@ def suggest_from_norms(
         norms: global pre-clip norms in step order (``None``/NaN/inf allowed).
         diverged_at: the step training diverged at, if it did.
         layers: per-layer summary rows to carry along.
+        what: what the norms are, for the explanation ("recorded training steps").
         **rule_options: passed to :func:`~gradclip.diagnostics.thresholds.threshold_rules`.
 
     Returns:
@@ -170,7 +174,7 @@ def suggest_from_norms(
         norms=values,
         steps=len(values),
         diverged_at=diverged_at,
-        explanation=_explain(values, rec, rules, diverged_at),
+        explanation=_explain(values, rec, rules, diverged_at, what),
         layers=list(layers or []),
     )
 
