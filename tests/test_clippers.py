@@ -245,6 +245,19 @@ def test_value_matches_keras_clipvalue() -> None:
     assert bool(stats.clipped)
 
 
+@pytest.mark.parametrize("p", [1.0, 3.0, math.inf])
+def test_value_stats_use_the_chosen_norm_order(p: float) -> None:
+    # Both norms in the stats are p-norms (the post-clamp one was once always L2).
+    rng = np.random.default_rng(7)
+    grads = random_grads(rng, 1.0)
+    flat = np.concatenate([g.double().numpy().ravel() for g in grads])
+    stats = make_clipper("value", clip_value=0.5, norm_type=p).clip(grads)
+    want_pre = np.linalg.norm(flat, ord=p)
+    want_post = np.linalg.norm(np.clip(flat, -0.5, 0.5), ord=p)
+    assert float(stats.norm) == pytest.approx(want_pre, rel=1e-5)
+    assert float(stats.clipped_norm) == pytest.approx(want_post, rel=1e-5)
+
+
 def test_tensor_norm_matches_keras_clipnorm() -> None:
     rng = np.random.default_rng(2)
     grads = random_grads(rng, 1.0)

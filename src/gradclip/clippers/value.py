@@ -60,7 +60,8 @@ class ValueClip(Clipper):
                     )
                 p.grad = clip_by_value(g, -v, v)
         post = global_norm(
-            [g if p is None else p.grad for p, g in zip(batch.params, batch.grads, strict=True)]
+            [g if p is None else p.grad for p, g in zip(batch.params, batch.grads, strict=True)],
+            self.norm_type,
         )
         return ClipOutcome(local_stats(norm, finite, v, post.to(norm.dtype), post < norm), norms)
 
