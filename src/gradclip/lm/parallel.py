@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 import signal
 import warnings
@@ -256,7 +257,11 @@ class Parallel:
     def close(self) -> None:
         """End the process group if :func:`start` created it."""
         if self.owns_group and dist.is_initialized():
+            # free the wrappers (DDP, FSDP2's mesh) now: left to the interpreter's exit,
+            # the gloo threads they keep alive can abort the process
+            gc.collect()
             dist.destroy_process_group()
+            gc.collect()
             self.owns_group = False
 
     def seed_rank(self, seed: int) -> None:
