@@ -27,7 +27,7 @@ from gradclip.lm.data import Batches, Corpus
 from gradclip.lm.evaluation import evaluate, evaluate_stream, perplexity
 from gradclip.lm.model import PTBModel, State, detach_state, tf_cost
 from gradclip.lm.options import RunOptions, RunResult
-from gradclip.lm.parallel import Parallel, plain, signal_name
+from gradclip.lm.parallel import Parallel, signal_name
 from gradclip.lm.parallel_checkpoint import complete_checkpoint, remove_stale_dcp
 from gradclip.lm.reporting import LoopMonitor, MetricsLog, Progress, make_tb_writer, say
 from gradclip.lm.rundir import (
@@ -215,16 +215,13 @@ def run_loop(
                     x, y = batches[i]
                     loss, stats, st.hidden = train_step(net, optimizer, x, y, st.hidden)
                     loss = par.mean(loss)
-                    norm, clipped_norm, threshold, clipped = plain(
-                        (stats.norm, stats.clipped_norm, stats.threshold, stats.clipped)
-                    )
                     st.global_step += 1
                     st.step_in_epoch = i + 1
                     st.epoch_cost += loss
-                    st.epoch_clipped += clipped
-                    st.total_clipped += clipped
-                    window += norm
-                    values = (loss, norm, clipped_norm, threshold, clipped)
+                    st.epoch_clipped += stats.clipped
+                    st.total_clipped += stats.clipped
+                    window += stats.norm
+                    values = (loss, stats.norm, stats.clipped_norm, stats.threshold, stats.clipped)
                     st.diverged_step = log.add(st.global_step, st.epoch, lr, values)
                     if st.diverged_step is not None:
                         break

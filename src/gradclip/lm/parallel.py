@@ -43,10 +43,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from gradclip.distributed import is_dtensor
 from gradclip.errors import UserError
 
-__all__ = ["MODES", "Parallel", "plain", "signal_name", "start"]
+__all__ = ["MODES", "Parallel", "signal_name", "start"]
 
 #: ``--distributed`` choices.
 MODES = ("none", "ddp", "fsdp")
@@ -272,30 +271,6 @@ class Parallel:
         """
         if self.rank > 0:
             torch.manual_seed(seed + self.rank)
-
-
-def plain(obj: Any) -> Any:
-    """``obj`` with every DTensor (in it, when a dict, list or tuple) replaced by its
-    full plain tensor: a clip's statistics and counters under FSDP2 are replicated
-    DTensors, which neither mix with plain tensors nor go into ``torch.save``.
-
-    Args:
-        obj: a tensor, DTensor, container of them, or anything else.
-
-    Returns:
-        The same structure with plain tensors.
-
-    Example:
-        >>> plain({"a": [torch.ones(1)], "b": 2})
-        {'a': [tensor([1.])], 'b': 2}
-    """
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain(v) for v in obj)
-    if isinstance(obj, Tensor) and is_dtensor(obj):
-        return obj.full_tensor()  # type: ignore[attr-defined]
-    return obj
 
 
 def _from_env(mode: str) -> tuple[int, int, int]:

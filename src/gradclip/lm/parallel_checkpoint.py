@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from gradclip.errors import UserError
-from gradclip.lm.parallel import Parallel, plain
+from gradclip.lm.parallel import Parallel
 
 __all__ = ["DCP_DIR", "complete_checkpoint", "load_dcp_model", "remove_stale_dcp", "restore_ranks"]
 
@@ -80,7 +80,6 @@ def complete_checkpoint(
         save(state, checkpoint_id=str(run_dir / name))
         blob.pop("model", None)
         blob["optimizer"]["optimizer"]["state"] = {}  # in DCP
-        blob = plain(blob)  # the clip's counters are replicated DTensors
         blob["dcp"] = name
     return blob
 

@@ -26,8 +26,6 @@ from typing import Any, TextIO
 import torch
 from torch import Tensor
 
-from gradclip.distributed import is_dtensor
-from gradclip.lm.parallel import plain
 from gradclip.lm.rundir import strict_json
 from gradclip.monitor import GradMonitor, MemorySink
 
@@ -73,8 +71,7 @@ class LoopMonitor(GradMonitor):
     Args:
         model: the model (gives the parameter names).
         optimizer: the :class:`~gradclip.ClippedOptimizer` to observe.
-        update_ratio_every: steps between two update-ratio measurements (none under
-            FSDP2, whose DTensor parameters the monitor's update ratios do not take yet).
+        update_ratio_every: steps between two update-ratio measurements.
 
     Example:
         >>> import torch
@@ -90,8 +87,6 @@ class LoopMonitor(GradMonitor):
 
     def __init__(self, model: torch.nn.Module, optimizer: Any, update_ratio_every: int = 100):
         self.sink = MemorySink()
-        if any(is_dtensor(p) for p in model.parameters()):
-            update_ratio_every = 0  # FSDP2: the monitor's update ratios take no DTensors yet
         super().__init__(
             model,
             sinks=[self.sink],
@@ -102,17 +97,8 @@ class LoopMonitor(GradMonitor):
         self.attach(optimizer)
 
     def before_step(self, obs: Any) -> None:
-        """Observer hook: the monitor's, with the step numbered from 1 (and, under
-        FSDP2, the global norms as plain tensors: the monitor buffers them with others)."""
-        stats = obs.stats
-        if is_dtensor(stats.norm):
-            fields = dataclasses.fields(stats)
-            stats = dataclasses.replace(
-                stats, **{f.name: plain(getattr(stats, f.name)) for f in fields}
-            )
-        norms = None if obs.tensor_norms is None else plain(obs.tensor_norms)
-        obs = dataclasses.replace(obs, step=obs.step + 1, stats=stats, tensor_norms=norms)
-        super().before_step(obs)
+        """Observer hook: the monitor's, with the step numbered from 1."""
+        super().before_step(dataclasses.replace(obs, step=obs.step + 1))
 
     def take(self) -> dict[int, dict[str, Any]]:
         """Flush and return, by step, what each step adds to its ``metrics.jsonl`` row.
