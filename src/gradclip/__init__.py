@@ -1,8 +1,17 @@
 """gradclip: gradient clipping and exploding-gradient diagnostics for PyTorch.
 
 The public API is re-exported here; see :mod:`gradclip.ops` for the stateless
-clipping operations.
+clipping operations. The diagnostics :func:`suggest` and :func:`temporal_profile`
+live in the application layer (:mod:`gradclip.diagnostics`) and are imported on
+first use, so ``import gradclip`` stays light and the core never imports them.
+
+Example:
+    >>> import gradclip
+    >>> gradclip.suggest.__module__, gradclip.temporal_profile.__module__
+    ('gradclip.diagnostics.suggest', 'gradclip.diagnostics.profile')
 """
+
+from typing import Any
 
 from gradclip.clippers import (
     CLIPPER_NAMES,
@@ -13,6 +22,7 @@ from gradclip.clippers import (
     make_clipper_from_spec,
     parse_clipper_spec,
 )
+from gradclip.monitor import GradMonitor
 from gradclip.ops import (
     clip_by_global_norm,
     clip_by_norm,
@@ -32,6 +42,7 @@ __all__ = [
     "ClipStats",
     "ClippedOptimizer",
     "Clipper",
+    "GradMonitor",
     "StepObservation",
     "StepObserver",
     "__version__",
@@ -47,5 +58,22 @@ __all__ = [
     "make_clipper_from_spec",
     "parse_clipper_spec",
     "scale_",
+    "suggest",
+    "temporal_profile",
     "tensor_norms",
 ]
+
+# Application-layer functions, imported on first access (PEP 562).
+_LAZY = {
+    "suggest": "gradclip.diagnostics.suggest",
+    "temporal_profile": "gradclip.diagnostics.profile",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gradclip' has no attribute {name!r}")
+
