@@ -76,4 +76,3 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'gradclip' has no attribute {name!r}")
-
