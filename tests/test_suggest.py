@@ -173,3 +173,28 @@ def test_histogram_png(tmp_path):
     s = suggest_from_norms(list(np.exp(np.random.default_rng(1).normal(0, 1, 200))))
     path = plot_norm_histogram(s, tmp_path / "h.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_first_explosion_finds_the_jump_past_five_times_the_median() -> None:
+    from gradclip.diagnostics.suggest import first_explosion
+
+    rng = np.random.default_rng(3)
+    steady = list(1.0 + 0.1 * rng.standard_normal(60))
+    assert first_explosion(steady) is None
+    spiked = [*steady[:30], 40.0, *steady[30:]]
+    assert first_explosion(spiked) == 30
+    assert first_explosion([1.0, 1.0, float("nan"), 1.0]) == 2
+    # a jump within the first three steps has no median to compare with yet
+    assert first_explosion([1.0, 50.0, 1.0, 1.0]) is None
+
+
+def test_healthy_only_uses_the_norms_before_the_explosion() -> None:
+    # The PTB small config without clipping: 2.6, 4.2, 12.5, 7.3, then it blows up.
+    norms = [2.6, 4.2, 12.5, 7.3, 114.0, 324.0, 966.0, 700.0, 800.0]
+    s = suggest_from_norms(norms, healthy_only=True)
+    assert s.exploded_at == 4
+    assert s.threshold == pytest.approx(2 * float(np.median(norms[:4])))
+    assert s.rules[0].threshold == pytest.approx(float(np.mean(norms[:4])))  # Pascanu's mean
+    assert "step 4" in s.explanation
+    everything = suggest_from_norms(norms)
+    assert everything.exploded_at is None and everything.threshold > 10 * s.threshold

@@ -108,7 +108,8 @@ def _from_run(run_dir: str) -> tuple[Suggestion, str]:
             "run, whose trajectory differs from an unclipped one)"
         )
     what = "recorded training steps" + (" (a clipped run)" if clipped else "")
-    return suggest_from_norms(norms, what=what), source
+    # An unclipped run's norms after an explosion describe a thrown-off model.
+    return suggest_from_norms(norms, what=what, healthy_only=not clipped), source
 
 
 def _train(args: argparse.Namespace) -> tuple[Suggestion, str]:

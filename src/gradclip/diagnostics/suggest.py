@@ -28,9 +28,9 @@ import torch
 from torch import Tensor
 
 from gradclip.diagnostics.thresholds import Rule, threshold_rules
-from gradclip.monitor import GradMonitor, percentile
+from gradclip.monitor import EventDetector, EventRules, GradMonitor, percentile
 
-__all__ = ["Suggestion", "plot_norm_histogram", "suggest", "suggest_from_norms"]
+__all__ = ["Suggestion", "first_explosion", "plot_norm_histogram", "suggest", "suggest_from_norms"]
 
 RECOMMENDED_RULE = "median_x2"
 
@@ -48,6 +48,9 @@ class Suggestion:
         diverged_at: first step whose loss or norm was not finite, or None.
         explanation: plain sentences for a newcomer.
         layers: worst layers by peak norm (from :meth:`GradMonitor.summary`).
+        exploded_at: with ``healthy_only``, the first step whose norm jumped past
+            ``explode_factor`` × the running median; the rules then use only the
+            steps before it. None when there was no such jump.
     """
 
     threshold: float
@@ -58,6 +61,7 @@ class Suggestion:
     diverged_at: int | None
     explanation: str
     layers: list[dict[str, Any]] = field(default_factory=list)
+    exploded_at: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for ``--json`` (non-finite norms as ``None``)."""
@@ -68,6 +72,7 @@ class Suggestion:
             "rule": self.rule,
             "steps": self.steps,
             "diverged_at": self.diverged_at,
+            "exploded_at": self.exploded_at,
             "norm": {
                 "mean": sum(s) / len(s),
                 "median": percentile(s, 50),
@@ -102,7 +107,12 @@ def _recommend(rules: list[Rule]) -> Rule:
 
 
 def _explain(
-    norms: list[float], rec: Rule, rules: list[Rule], diverged_at: int | None, what: str
+    norms: list[float],
+    rec: Rule,
+    rules: list[Rule],
+    diverged_at: int | None,
+    what: str,
+    exploded_at: int | None = None,
 ) -> str:
     s = sorted(n for n in norms if math.isfinite(n))
     by = {r.name: r for r in rules}
@@ -119,6 +129,13 @@ def _explain(
         f"Pascanu et al. (2013) found that half to ten times the average norm "
         f"({0.5 * mean:.3g} to {10 * mean:.3g} here) can still converge.",
     ]
+    if exploded_at is not None:
+        text.append(
+            f"At step {exploded_at} the norm jumped past {EventRules().explode_factor:g}× its "
+            "running median: an exploding gradient. The steps after it describe a model the "
+            f"explosion had already thrown off, so the rules use only the {exploded_at} steps "
+            "before it."
+        )
     if diverged_at is not None:
         text.append(
             f"Without clipping, training diverged at step {diverged_at} (non-finite loss or "
@@ -139,15 +156,24 @@ def suggest_from_norms(
     diverged_at: int | None = None,
     layers: list[dict[str, Any]] | None = None,
     what: str = "training steps without clipping",
+    healthy_only: bool = False,
     **rule_options: Any,
 ) -> Suggestion:
     """Rules table and recommendation from norms already recorded.
+
+    With ``healthy_only`` (for norms of *unclipped* training), the rules see only
+    the steps before the first explosion: the first step whose norm exceeds
+    ``k`` × the median of the steps before it (the rule of
+    :class:`~gradclip.monitor.EventDetector`, ``k = 5``, from the fourth step on).
+    After an explosion the weights are no longer those of a healthy run, and the
+    norms measured there would put the threshold far too high.
 
     Args:
         norms: global pre-clip norms in step order (``None``/NaN/inf allowed).
         diverged_at: the step training diverged at, if it did.
         layers: per-layer summary rows to carry along.
         what: what the norms are, for the explanation ("recorded training steps").
+        healthy_only: cut the norms at the first explosion (see above).
         **rule_options: passed to :func:`~gradclip.diagnostics.thresholds.threshold_rules`.
 
     Returns:
@@ -160,9 +186,13 @@ def suggest_from_norms(
         >>> s = suggest_from_norms([1.0, 1.2, 0.9, 1.1, 8.0])
         >>> s.rule, s.threshold, s.rules[0].name
         ('median_x2', 2.2, 'pascanu_mean')
+        >>> s = suggest_from_norms([1.0, 1.2, 0.9, 1.1, 8.0, 9.0, 30.0], healthy_only=True)
+        >>> s.exploded_at, s.threshold
+        (4, 2.1)
     """
     values = [math.nan if n is None else float(n) for n in norms]
-    rules = threshold_rules(values, **rule_options)
+    exploded_at = first_explosion(values) if healthy_only else None
+    rules = threshold_rules(values[:exploded_at], **rule_options)
     rec = _recommend(rules)
     if diverged_at is None:
         bad = [i for i, n in enumerate(values) if not math.isfinite(n)]
@@ -174,9 +204,37 @@ def suggest_from_norms(
         norms=values,
         steps=len(values),
         diverged_at=diverged_at,
-        explanation=_explain(values, rec, rules, diverged_at, what),
+        explanation=_explain(values[:exploded_at], rec, rules, diverged_at, what, exploded_at),
         layers=list(layers or []),
+        exploded_at=exploded_at,
     )
+
+
+def first_explosion(norms: Sequence[float], *, warmup: int = 3) -> int | None:
+    """The first step whose norm explodes, by :class:`~gradclip.monitor.EventDetector`'s
+    rule (``n_t > k · median`` of the earlier finite norms, after ``warmup`` of them),
+    or the first non-finite norm; None if neither happens.
+
+    Args:
+        norms: global pre-clip norms in step order.
+        warmup: finite norms seen before the rule can fire.
+
+    Returns:
+        The step index, or None.
+
+    Example:
+        >>> first_explosion([2.6, 4.2, 12.5, 7.3, 114.0, 324.0])
+        4
+        >>> first_explosion([1.0, 1.1, 0.9]) is None
+        True
+    """
+    detector = EventDetector(EventRules(warmup=warmup))
+    for step, norm in enumerate(norms):
+        if not math.isfinite(norm):
+            return step if step > 0 else None
+        if any(e["event"] == "explosion" for e in detector.update(step, norm, {}, ())):
+            return step
+    return None
 
 
 class _RngState:
@@ -306,7 +364,9 @@ def suggest(
         layers = monitor.summary()["worst_layers"]
     finally:
         rng.restore()
-    return suggest_from_norms(norms, diverged_at=diverged_at, layers=layers, **rule_options)
+    return suggest_from_norms(
+        norms, diverged_at=diverged_at, layers=layers, healthy_only=True, **rule_options
+    )
 
 
 def plot_norm_histogram(suggestion: Suggestion, path: str | Path, *, title: str = "") -> Path:
