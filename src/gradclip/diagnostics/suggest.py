@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gradclip.diagnostics.thresholds import Rule, threshold_rules
-from gradclip.monitor import EventDetector, EventRules, GradMonitor, percentile
+from gradclip.diagnostics.thresholds import Rule, first_explosion, threshold_rules
+from gradclip.monitor import EventRules, GradMonitor, percentile
 
 __all__ = ["Suggestion", "first_explosion", "plot_norm_histogram", "suggest", "suggest_from_norms"]
 
@@ -208,33 +208,6 @@ def suggest_from_norms(
         layers=list(layers or []),
         exploded_at=exploded_at,
     )
-
-
-def first_explosion(norms: Sequence[float], *, warmup: int = 3) -> int | None:
-    """The first step whose norm explodes, by :class:`~gradclip.monitor.EventDetector`'s
-    rule (``n_t > k · median`` of the earlier finite norms, after ``warmup`` of them),
-    or the first non-finite norm; None if neither happens.
-
-    Args:
-        norms: global pre-clip norms in step order.
-        warmup: finite norms seen before the rule can fire.
-
-    Returns:
-        The step index, or None.
-
-    Example:
-        >>> first_explosion([2.6, 4.2, 12.5, 7.3, 114.0, 324.0])
-        4
-        >>> first_explosion([1.0, 1.1, 0.9]) is None
-        True
-    """
-    detector = EventDetector(EventRules(warmup=warmup))
-    for step, norm in enumerate(norms):
-        if not math.isfinite(norm):
-            return step if step > 0 else None
-        if any(e["event"] == "explosion" for e in detector.update(step, norm, {}, ())):
-            return step
-    return None
 
 
 class _RngState:

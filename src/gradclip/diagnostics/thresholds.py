@@ -33,9 +33,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from gradclip.monitor import percentile
+from gradclip.monitor import EventDetector, EventRules, percentile
 
-__all__ = ["RULES", "Rule", "clip_fraction", "threshold_rules", "zclip_threshold"]
+__all__ = [
+    "RULES",
+    "Rule",
+    "clip_fraction",
+    "first_explosion",
+    "threshold_rules",
+    "zclip_threshold",
+]
 
 RULES = ("pascanu_mean", "pascanu_half", "pascanu_10x", "autoclip_p10", "zclip", "median_x2")
 
@@ -177,3 +184,30 @@ def threshold_rules(
         (f"median_x{median_k:g}", median_k * median, f"{median_k:g} x the median norm"),
     ]
     return [Rule(name, c, clip_fraction(finite, c), desc) for name, c, desc in values]
+
+
+def first_explosion(norms: Sequence[float], *, warmup: int = 3) -> int | None:
+    """The first step whose norm explodes, by :class:`~gradclip.monitor.EventDetector`'s
+    rule (``n_t > k · median`` of the earlier finite norms, after ``warmup`` of them),
+    or the first non-finite norm; None if neither happens.
+
+    Args:
+        norms: global pre-clip norms in step order.
+        warmup: finite norms seen before the rule can fire.
+
+    Returns:
+        The step index, or None.
+
+    Example:
+        >>> first_explosion([2.6, 4.2, 12.5, 7.3, 114.0, 324.0])
+        4
+        >>> first_explosion([1.0, 1.1, 0.9]) is None
+        True
+    """
+    detector = EventDetector(EventRules(warmup=warmup))
+    for step, norm in enumerate(norms):
+        if not math.isfinite(norm):
+            return step if step > 0 else None
+        if any(e["event"] == "explosion" for e in detector.update(step, norm, {}, ())):
+            return step
+    return None
