@@ -22,14 +22,14 @@ def test_torchrun_fsdp_loop(tmp_path):
         return subprocess.run(cmd, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
 
     done = launch()
-    if done.returncode != 0 and "Signal 6 (SIGABRT)" in done.stderr:
-        # On the shared CI machine gloo's TCP set-up now and then aborts a rank (a port
-        # race with other jobs' process groups) before any step; one relaunch. A wrong
-        # norm fails the script's assertion (exit status 1), which is never retried.
-        first = done.stderr[-3000:]
+    aborts = []
+    while done.returncode != 0 and "Signal 6 (SIGABRT)" in done.stderr and len(aborts) < 2:
+        # On a loaded machine gloo now and then aborts a rank ("terminate called without
+        # an active exception") outside any step; up to two relaunches. A wrong norm fails
+        # the script's assertion (exit status 1), which is never retried.
+        aborts.append(done.stderr[-2000:])
         done = launch()
-        assert done.returncode == 0, f"first launch:\n{first}\nsecond:\n{done.stderr}"
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 0, "\n---\n".join([*aborts, done.stdout + done.stderr])
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert [r["step"] for r in rows] == list(range(5))
     assert all(r["norm"] > 0 for r in rows)

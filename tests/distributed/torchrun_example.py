@@ -5,6 +5,7 @@ with ZClip through ``ClippedOptimizer`` and, on rank 0, prints one JSON line
 per step with the global norm; every rank checks that all ranks saw the same.
 """
 
+import gc
 import json
 import os
 
@@ -47,6 +48,11 @@ def main() -> None:
         assert len(set(norms)) == 1, norms  # the same global norm on every rank
         if rank == 0:
             print(json.dumps({"step": step, "norm": float(stats.norm)}), flush=True)
+    # No rank tears its gloo connections down while the other still uses them (an early
+    # teardown can abort the other rank with "terminate called without an active exception").
+    dist.barrier()
+    del model, opt
+    gc.collect()
     dist.destroy_process_group()
 
 
