@@ -11,8 +11,8 @@
 3. **The cliff**: Pascanu's single-unit RNN, where one unclipped step at the wall
    jumps across the valley.
 4. **The threshold** suggested (:func:`gradclip.diagnostics.suggest.suggest_from_norms`)
-   from the unclipped run's gradient norms *before its first explosion event* (the
-   typical norm of healthy training, Pascanu's §3.2 heuristic), checked by one more
+   from the unclipped run's gradient norms *before its first explosion* (``healthy_only``:
+   the typical norm of healthy training, Pascanu's §3.2 heuristic), checked by one more
    run clipped at it, with the reason in plain words; one HTML report with every figure.
 """
 
@@ -134,8 +134,8 @@ def run_demo(
             model, res = _train(cfg, bar)
             runs.append((label, res))
             models.append((label, model))
-        healthy = _before_first_explosion(runs[0][1])
-        sugg = suggest_from_norms(healthy)
+        sugg = suggest_from_norms(runs[0][1].norms, healthy_only=True)
+        healthy = runs[0][1].norms[: sugg.exploded_at]
         spec = f"norm:max_norm={sugg.threshold:.6g}"
         cfg = TaskConfig(TASK, LENGTH, seed, spec, steps=steps, lr=LR, eval_size=eval_size)
         check = _train(cfg, bar)[1]
@@ -159,7 +159,7 @@ def run_demo(
     _plot_norms(runs, figs / "norms.png")
     settings = {"demo": True, "lr": LR, "steps": steps}
     write_results(out / "tasks", [r for _, r in runs] + [check], settings)
-    reason = _reason(runs[0][1], healthy, sugg.threshold, sugg.rule, check)
+    reason = _reason(runs[0][1], healthy, sugg.exploded_at, sugg.threshold, sugg.rule, check)
     intro = (
         f"Temporal order at length {LENGTH}, 50-unit tanh RNN, SGD lr {LR}: "
         + "; ".join(f"{lab}: {'solved' if r.success else 'not solved'}" for lab, r in runs)
@@ -181,14 +181,6 @@ def _train(cfg: TaskConfig, bar: Any) -> tuple[TaskRNN, TaskResult]:
     return model, res
 
 
-def _before_first_explosion(r: TaskResult) -> list[float]:
-    """The norms of the steps before the first explosion event (all of them if none)."""
-    first = min((s for s, k in r.events if k == "explosion"), default=None)
-    if first is None or first <= 10:
-        return r.norms
-    return [n for s, n in zip(r.curve_steps, r.norms, strict=True) if s < first]
-
-
 def _plot_norms(runs: list[tuple[str, TaskResult]], path: Path) -> None:
     from gradclip.diagnostics import plots
 
@@ -207,7 +199,12 @@ def _plot_norms(runs: list[tuple[str, TaskResult]], path: Path) -> None:
 
 
 def _reason(
-    plain: TaskResult, healthy: list[float], threshold: float, rule: str, check: TaskResult
+    plain: TaskResult,
+    healthy: list[float],
+    exploded_at: int | None,
+    threshold: float,
+    rule: str,
+    check: TaskResult,
 ) -> str:
     finite = sorted(n for n in healthy if math.isfinite(n))
     median = finite[len(finite) // 2] if finite else math.nan
@@ -216,7 +213,7 @@ def _reason(
         if check.success
         else f"clipped at it, the same net did not solve the task in {check.steps_run} steps"
     )
-    if not any(kind == "explosion" for _, kind in plain.events):
+    if exploded_at is None:
         return (
             f"The unclipped run had no explosion event in its {plain.steps_run} steps (median "
             f"norm {median:.3g}, peak {plain.norm_max:.3g}), so this budget shows no spike to "
