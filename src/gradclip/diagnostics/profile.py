@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from gradclip.diagnostics.jacobians import jacobian_product_norms, state_parts
 
 __all__ = [
     "PROFILE_FILE",
@@ -165,10 +166,6 @@ def _cell_name(rnn: nn.RNNBase) -> str:
     return f"rnn_{getattr(rnn, 'nonlinearity', 'tanh')}"
 
 
-def _state_parts(state: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    return state if isinstance(state, tuple) else (state,)
-
-
 def _weights(rnn: nn.RNNBase, prefix: str) -> list[RecurrentWeight]:
     nonlin = getattr(rnn, "nonlinearity", "tanh")
     gamma = _GAMMA.get(nonlin, 1.0) if isinstance(rnn, nn.RNN) else 1.0
@@ -274,14 +271,14 @@ def temporal_profile(
         with torch.enable_grad():
             if state is None:
                 state = _zero_state(rnn, batch, inputs)
-            s = tuple(p.detach().clone().requires_grad_(True) for p in _state_parts(state))
+            s = tuple(p.detach().clone().requires_grad_(True) for p in state_parts(state))
             states = [s]
             encoded = [parts.encode(inputs[t : t + 1]) for t in range(seq_len)]
             if rnn.batch_first:  # each step goes in as [B, 1, …]
                 encoded = [e.transpose(0, 1) for e in encoded]
             for t in range(seq_len):
                 _, new = rnn(encoded[t], s if len(s) == 2 else s[0])
-                s = _state_parts(new)
+                s = state_parts(new)
                 states.append(s)
             y_last = parts.head(s[0][-1])
             target = None if targets is None else targets[seq_len - 1]
@@ -298,7 +295,7 @@ def temporal_profile(
                     sq += g.detach().double().pow(2).sum(dim=(1, 2))
             layer_norms.append([math.sqrt(float(v)) for v in sq])
         norms = [math.sqrt(sum(v * v for v in row)) for row in layer_norms]
-        jac = _jacobian_norms(rnn, encoded, states, max_jacobian_dim)
+        jac = jacobian_product_norms(rnn, encoded, states, max_jacobian_dim)
     finally:
         model.train(was_training)
     prefix = "" if isinstance(model, nn.RNNBase) else "rnn."
@@ -315,42 +312,6 @@ def _zero_state(rnn: nn.RNNBase, batch: int, ref: Tensor) -> Tensor | tuple[Tens
         c = torch.zeros(rnn.num_layers, batch, rnn.hidden_size, dtype=w.dtype, device=w.device)
         return (h, c)
     return h
-
-
-def _jacobian_norms(
-    rnn: nn.RNNBase, encoded: list[Tensor], states: list[tuple[Tensor, ...]], max_dim: int
-) -> list[float] | None:
-    """Spectral norms of ``∂s_T/∂s_{T−k}``, batch element 0, from exact per-step Jacobians."""
-    shapes = [p[:, :1].shape for p in states[0]]
-    sizes = [math.prod(sh) for sh in shapes]
-    dim = sum(sizes)
-    if dim > max_dim:
-        return None
-
-    def step(x: Tensor) -> Callable[[Tensor], Tensor]:
-        def f(flat: Tensor) -> Tensor:
-            pieces = torch.split(flat, sizes)
-            st = tuple(p.reshape(sh) for p, sh in zip(pieces, shapes, strict=True))
-            _, new = rnn(x, st if len(st) == 2 else st[0])
-            return torch.cat([p.reshape(-1) for p in _state_parts(new)])
-
-        return f
-
-    out = [1.0]
-    prod: Tensor | None = None
-    # mkldnn's RNN backward has no vmap rule and leaves torch unable to run its own
-    # backward afterwards (torch 2.x), so the Jacobians use the native kernels.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="TF32 acceleration")
-        with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
-            for t in range(len(encoded), 0, -1):  # J_t = ∂s_t/∂s_{t−1}
-                s_prev = torch.cat([p[:, :1].detach().reshape(-1) for p in states[t - 1]])
-                x = encoded[t - 1]
-                x = x[:1] if rnn.batch_first else x[:, :1]
-                jac = torch.func.jacrev(step(x.detach()))(s_prev).double()
-                prod = jac if prod is None else prod @ jac
-                out.append(float(torch.linalg.matrix_norm(prod, ord=2)))
-    return out
 
 
 def _judge(
