@@ -48,8 +48,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import gradclip
+from gradclip.lm.batches import Batches
 from gradclip.lm.config import load_config
-from gradclip.lm.data import Batches
 from gradclip.lm.loop import train_step
 from gradclip.lm.model import PTBModel
 from gradclip.lm.reporting import LoopMonitor, MetricsLog, Progress, make_tb_writer

@@ -249,8 +249,8 @@ def test_bad_resume_and_evaluate_inputs(corpus, tmp_path, capsys):
 def test_cuda_step_loop_has_no_host_sync(tmp_path):
     """With metrics and the gradient monitor on (flushed later) and no progress bar,
     training steps never sync."""
+    from gradclip.lm.batches import Batches
     from gradclip.lm.config import load_config
-    from gradclip.lm.data import Batches
     from gradclip.lm.loop import train_step
     from gradclip.lm.model import PTBModel
     from gradclip.lm.reporting import LoopMonitor, MetricsLog

@@ -10,15 +10,12 @@ import pytest
 import torch
 
 from gradclip.lm import data as lmdata
+from gradclip.lm.batches import Batches, batchify, check_epoch_size, epoch_size
 from gradclip.lm.data import (
     EOS,
     UNK,
-    Batches,
     DataError,
-    batchify,
     build_vocab,
-    check_epoch_size,
-    epoch_size,
     find_files,
     load_corpus,
     tokenize,

@@ -114,7 +114,7 @@ def _from_run(run_dir: str) -> tuple[Suggestion, str]:
 
 def _train(args: argparse.Namespace) -> tuple[Suggestion, str]:
     from gradclip.lm import load_config, load_corpus
-    from gradclip.lm.data import Batches
+    from gradclip.lm.batches import Batches
     from gradclip.lm.model import detach_state, tf_cost
     from gradclip.lm.session import build_model
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gradclip.lm.data import Batches
+from gradclip.lm.batches import Batches
 from gradclip.lm.model import PTBModel
 
 __all__ = ["evaluate", "evaluate_stream", "perplexity"]

@@ -22,8 +22,9 @@ import torch
 from torch import Tensor
 
 from gradclip.clippers import ClipStats
+from gradclip.lm.batches import Batches
 from gradclip.lm.config import LMConfig
-from gradclip.lm.data import Batches, Corpus
+from gradclip.lm.data import Corpus
 from gradclip.lm.evaluation import evaluate, evaluate_stream, perplexity
 from gradclip.lm.model import PTBModel, State, detach_state, tf_cost
 from gradclip.lm.options import RunOptions, RunResult

@@ -28,8 +28,9 @@ import torch
 
 import gradclip
 from gradclip.errors import UserError
+from gradclip.lm.batches import check_corpus
 from gradclip.lm.config import LMConfig, load_config, validate
-from gradclip.lm.data import SPLITS, Corpus, check_corpus, load_corpus
+from gradclip.lm.data import SPLITS, Corpus, load_corpus
 from gradclip.lm.loop import result_of, run_loop
 from gradclip.lm.model import count_parameters
 from gradclip.lm.options import RunOptions, RunResult
