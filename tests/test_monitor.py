@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Any
@@ -180,7 +181,9 @@ def test_no_host_read_between_flushes_on_a_device():
     for step in range(6):  # the seam path (norms given) and the plain path (norms computed)
         obs = meta_observation(step, params)
         mon.before_step(obs)
-        mon.after_step(obs)
+        mon.after_step(
+            dataclasses.replace(obs, skipped=torch.empty((), dtype=torch.bool, device="meta"))
+        )
         mon.observe()
     assert len(mon._rows) == 12
     with pytest.raises((RuntimeError, NotImplementedError)):
@@ -214,10 +217,10 @@ def test_seam_path_reads_the_given_norms_without_sync(monkeypatch):
             m.setattr(Tensor, attr, boom)
         obs = StepObservation(7, names, params, grads, norms, stats)
         mon.before_step(obs)
-        mon.after_step(obs)
+        mon.after_step(dataclasses.replace(obs, skipped=torch.tensor(True)))  # as the seam does
     mon.flush()
     (rec,) = mon.records
-    assert rec["step"] == 7 and rec["clipped"] and rec["threshold"] == 1.0
+    assert rec["step"] == 7 and rec["clipped"] and rec["threshold"] == 1.0 and rec["skipped"]
     assert rec["norm"] == pytest.approx(float(total), rel=1e-6)
     assert rec["layers"]["0"] == pytest.approx(float(norms[:2].norm()), rel=1e-6)
     assert "update_ratio" not in rec

@@ -104,3 +104,44 @@ def test_skip_policy_records_skipped_step_and_names_the_parameter():
     assert step["skipped"] and not step["finite"]
     assert event["event"] == "nonfinite" and event["parameter"] == "2.weight"
     assert mon.summary()["skip_rate"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("path", "fused", "policy", "amp"),
+    [
+        ("normal", False, "propagate", False),
+        ("skip-nan", False, "skip", False),
+        ("fused-sgd-skip-nan", True, "skip", False),
+        ("scaler-inf-propagate", False, "propagate", True),
+        ("fused-sgd-scaler-inf-propagate", True, "propagate", True),
+    ],
+)
+def test_skipped_flag_matches_what_happened_to_the_parameters(path, fused, policy, amp):
+    """Steps 1 and 3 get a non-finite gradient (NaN, or inf under GradScaler)
+    except on the normal path; each record's ``skipped`` must say whether the
+    parameters stayed bit-identical, and the summary's skip rate count them."""
+    model, x, y = model_and_batch(3)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, fused=fused)
+    opt = ClippedOptimizer(sgd, make_clipper("norm", max_norm=1.0, nonfinite=policy))
+    scaler = torch.amp.GradScaler("cpu", init_scale=64.0) if amp else None
+    mon = GradMonitor(model, warn=False, update_ratio_every=0)
+    mon.attach(opt)
+    unchanged = []
+    for step in range(4):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if step % 2 and path != "normal":
+            model[0].bias.grad[1] = math.inf if amp else math.nan
+        old = [q.detach().clone() for q in model.parameters()]
+        opt.step(scaler=scaler)
+        if scaler is not None:
+            scaler.update()
+        unchanged.append(
+            all(torch.equal(o, q) for o, q in zip(old, model.parameters(), strict=True))
+        )
+    mon.flush()
+    steps = [r for r in mon.records if r["kind"] == "step"]
+    assert [r["skipped"] for r in steps] == unchanged
+    assert unchanged == [False, path != "normal", False, path != "normal"]
+    assert mon.summary()["skip_rate"] == sum(unchanged) / 4

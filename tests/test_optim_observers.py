@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import pytest
@@ -94,7 +95,9 @@ def test_before_sees_old_parameters_and_after_sees_new(fused: bool) -> None:
     backward(model)
     opt.step()
     (when_b, obs_b, seen_b), (when_a, obs_a, seen_a) = rec.events
-    assert (when_b, when_a) == ("before", "after") and obs_a is obs_b
+    assert (when_b, when_a) == ("before", "after")
+    assert obs_a.stats is obs_b.stats and obs_a.grads is obs_b.grads and obs_a.step == obs_b.step
+    assert obs_b.skipped is None and obs_a.skipped is not None and not bool(obs_a.skipped)
     assert all(torch.equal(a, b) for a, b in zip(seen_b, old, strict=True))
     assert all(not torch.equal(a, b) for a, b in zip(seen_a, old, strict=True))
     assert all(torch.equal(a, p.detach()) for a, p in zip(seen_a, params, strict=True))
@@ -125,6 +128,61 @@ def test_duck_typed_observer_and_no_cost_without_observers(monkeypatch: pytest.M
     backward(model)
     opt.step()
     assert Duck.steps == [1]
+
+
+# --------------------------------------------------------------------------- skipped
+#: path -> (fused, momentum, nonfinite policy, GradScaler, bad gradient value or None)
+PATHS: dict[str, tuple[bool, float, str, bool, float | None]] = {
+    "normal": (False, 0.0, "skip", False, None),
+    "skip-nan": (False, 0.0, "skip", False, math.nan),
+    "propagate-nan": (False, 0.0, "propagate", False, math.nan),  # steps: parameters go NaN
+    "fused-sgd": (True, 0.0, "skip", False, None),
+    "fused-sgd-skip-nan": (True, 0.0, "skip", False, math.nan),
+    "fused-sgd-momentum-skip-inf": (True, 0.9, "skip", False, math.inf),
+    "scaler": (False, 0.0, "propagate", True, None),
+    "scaler-inf-propagate": (False, 0.0, "propagate", True, math.inf),
+    "fused-sgd-scaler-inf-propagate": (True, 0.0, "propagate", True, math.inf),
+}
+
+
+def step_on_path(
+    path: str, opt: ClippedOptimizer, model: torch.nn.Module, scaler: torch.amp.GradScaler | None
+) -> bool:
+    """One backward + step on ``path``; whether the parameters stayed bit-identical."""
+    bad = PATHS[path][4]
+    params = list(model.parameters())
+    model.zero_grad()
+    loss = model(torch.randn(5, 3)).square().sum()
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    if bad is not None:
+        params[2].grad[1, 0] = bad  # type: ignore[index]
+    old = [p.detach().clone() for p in params]
+    opt.step(scaler=scaler)
+    if scaler is not None:
+        scaler.update()
+    return all(torch.equal(o, p.detach()) for o, p in zip(old, params, strict=True))
+
+
+def make_path(path: str) -> tuple[torch.nn.Module, ClippedOptimizer, torch.amp.GradScaler | None]:
+    fused, momentum, policy, amp, _ = PATHS[path]
+    model = net()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum, fused=fused)
+    opt = ClippedOptimizer(sgd, make_clipper("norm", max_norm=0.5, nonfinite=policy))
+    return model, opt, torch.amp.GradScaler("cpu", init_scale=256.0) if amp else None
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_after_step_says_whether_the_update_was_skipped(path: str) -> None:
+    model, opt, scaler = make_path(path)
+    rec = Recorder(list(model.parameters()))
+    opt.add_observer(rec)
+    unchanged = step_on_path(path, opt, model, scaler)
+    (_, before, _), (_, after, _) = rec.events
+    assert before.skipped is None
+    assert isinstance(after.skipped, torch.Tensor) and after.skipped.dtype == torch.bool
+    assert after.skipped.shape == () and bool(after.skipped) == unchanged
+    assert unchanged == (PATHS[path][4] is not None and path != "propagate-nan")
+    assert int(opt.skip_count) == int(unchanged)
 
 
 # --------------------------------------------------------------------------- .grad after step

@@ -163,6 +163,7 @@ class GradMonitor:
         self._handles: list[Any] = []
         self._seam_norm_type: float | None = self.norm_type
         self._seam_skips = False
+        self._seam_row: Tensor | None = None  # the row before_step pushed, until after_step
 
     # ------------------------------------------------------------------ wiring
     def attach(self, optimizer: Any) -> Any:
@@ -216,15 +217,21 @@ class GradMonitor:
             norms = tensor_norms(list(obs.grads), self.norm_type)
         s = obs.stats
         head = [getattr(s, f) for f in STATS]
-        # a non-finite step is skipped under the "skip" policy (and always under GradScaler,
-        # which the observation does not tell: there it is recorded as not skipped)
+        # provisional "skipped" (the skip policy's rule); after_step writes the optimizer's own
         head.append(~s.finite if self._seam_skips else torch.zeros_like(s.finite))
         dev = norms.device
         row = torch.cat([torch.stack([h.to(dev) for h in head]).to(torch.float32), norms.float()])
         self._push(int(obs.step), names, row, None, True, [p for p in params if p is not None])
+        self._seam_row = row
 
     def after_step(self, obs: Any = None) -> None:
-        """Observer hook: the optimizer has stepped; completes the update ratio."""
+        """Observer hook: the optimizer has stepped; records ``obs.skipped`` (whether
+        it skipped the update, e.g. a ``GradScaler`` overflow; written on the
+        device, no sync) and completes the update ratio."""
+        row, self._seam_row = self._seam_row, None
+        skipped = getattr(obs, "skipped", None)
+        if row is not None and skipped is not None:
+            row[HEAD - 1].copy_(skipped)
         self._finish_update()
         if len(self._rows) >= self.flush_every:
             self.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,16 @@ def _optimizer_params(
         return params
     names = [n for g in optimizer.param_groups for n in g["param_names"]]
     return list(zip(names, params, strict=True))
+
+
+def _scaler_skipped(scaler: GradScaler, opt: torch.optim.Optimizer, device: torch.device) -> Tensor:
+    """Whether ``scaler.step(opt)`` skipped the update: the sum of the scaler's
+    per-device ``found_inf`` (as torch's ``GradScaler.step`` forms it) is > 0; no sync."""
+    found = scaler._per_optimizer_states[id(opt)]["found_inf_per_device"].values()
+    total = torch.zeros((), dtype=torch.float32, device=device)
+    for flag in found:
+        total = total + flag.to(device, non_blocking=True)
+    return total > 0
 
 
 class ClippedOptimizer:
@@ -216,13 +227,19 @@ class ClippedOptimizer:
 
         self._steps += 1
         self._clipped = self._clipped.to(stats.clipped.device) + stats.clipped.to(torch.int64)
+        skipped = None
+        if amp:  # what the scaler itself decided on (no sync)
+            assert scaler is not None
+            skipped = _scaler_skipped(scaler, opt, stats.finite.device)
+        elif policy.skips or obs is not None:
+            skipped = policy.skipped(stats.finite, torch.bool)
         if policy.skips:
-            self._skipped = self._skipped.to(stats.finite.device) + policy.skipped(
-                stats.finite, torch.int64
-            )
+            assert skipped is not None
+            self._skipped = self._skipped.to(stats.finite.device) + skipped.to(torch.int64)
         self.last_stats = stats
         self.history.append(stats)
         if obs is not None:
+            obs = dataclasses.replace(obs, skipped=skipped)
             for observer in list(self._observers.values()):
                 observer.after_step(obs)
         return stats
