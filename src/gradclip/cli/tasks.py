@@ -7,11 +7,21 @@ writes ``OUT/tasks.json`` and ``OUT/success.png`` (success rate against length).
 Tasks: torder (temporal order), torder3 (3-bit), add, mul, perm (random
 permutation), mem (noiseless memorization). ``--method`` is a clipper spec and may
 repeat (default: ``none`` and ``norm:max_norm=1``, the paper's threshold).
+
+``--lengths`` lists fixed lengths and ranges: ``--lengths 20,50,50-200`` trains at
+L = 20, at L = 50, and on random lengths, one drawn uniformly from [50, 200) per
+minibatch and per validation chunk of 1,000 (the official code's scheme; the paper's
+random-length experiment used 50-200). ``--alpha A`` adds the norm-preserving
+regulariser Ω of eq. (9) with weight A to the recurrent weight's gradient before the
+clip: clipping + ``--alpha`` is the paper's MSGD-CR (α = 4 on temporal order; the code's
+default is 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import time
 
 from gradclip.cli.flags import add_command, add_progress_flag, positive_float, positive_int
@@ -28,16 +38,38 @@ from gradclip.diagnostics.tasks.grid import (
 from gradclip.errors import UserError
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be comma-separated integers, got {text!r}"
-        ) from None
+def _lengths(text: str) -> list[int | tuple[int, int]]:
+    """``"20,50-200"`` → ``[20, (50, 200)]``; ``LO-HI`` means random lengths in [LO, HI)."""
+    values: list[int | tuple[int, int]] = []
+    for item in (v.strip() for v in text.split(",")):
+        if not item:
+            continue
+        span = re.fullmatch(r"(\d+)\s*-\s*(\d+)", item)
+        if span:
+            lo, hi = int(span[1]), int(span[2])
+            if hi <= lo:
+                raise argparse.ArgumentTypeError(f"range {item!r} must have LO < HI")
+            values.append((lo, hi))
+            continue
+        try:
+            values.append(int(item))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be comma-separated lengths L or ranges LO-HI, got {text!r}"
+            ) from None
     if not values:
-        raise argparse.ArgumentTypeError(f"must list at least one integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must list at least one length, got {text!r}")
     return values
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be finite and ≥ 0, got {text!r}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -48,7 +80,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         (__doc__ or "").replace("``", ""),
     )
     p.add_argument("--tasks", default="torder", help=f"comma-separated: {', '.join(TASKS)}")
-    p.add_argument("--lengths", type=_ints, default=[20, 50], help="comma-separated lengths L")
+    p.add_argument(
+        "--lengths",
+        type=_lengths,
+        default=[20, 50],
+        help="comma-separated lengths L and ranges LO-HI (random L in [LO, HI) per minibatch)",
+    )
     p.add_argument("--seeds", type=positive_int, default=3, help="seeds per cell (0 … N−1)")
     p.add_argument(
         "--method",
@@ -59,6 +96,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--steps", type=positive_int, default=2000, help="SGD updates per run (most)")
     p.add_argument(
         "--lr", type=positive_float, default=0.01, help="SGD learning rate (paper: 0.01)"
+    )
+    p.add_argument(
+        "--alpha",
+        type=_alpha,
+        default=0.0,
+        help="weight of the regulariser Ω (Pascanu et al. 2013, eq. 9); 0 = none",
     )
     p.add_argument("--batch", type=positive_int, default=20, help="minibatch (paper: 20)")
     p.add_argument("--hidden", type=positive_int, default=50, help="hidden units (paper: 50)")
@@ -84,8 +127,9 @@ def run_tasks(args: argparse.Namespace) -> int:
         raise UserError("--tasks is empty")
     for t in tasks:
         for n in args.lengths:
-            if n < min_length(t):
-                raise UserError(f"--lengths: {t} needs L ≥ {min_length(t)}, got {n}")
+            lo = n if isinstance(n, int) else n[0]
+            if lo < min_length(t):
+                raise UserError(f"--lengths: {t} needs L ≥ {min_length(t)}, got {lo}")
     output_folder(args.out)
     methods = args.method or ["none", "norm:max_norm=1"]
     for m in methods:
@@ -95,11 +139,12 @@ def run_tasks(args: argparse.Namespace) -> int:
             raise UserError(f"--method {m!r}: {exc}") from None
     settings = {
         "tasks": tasks,
-        "lengths": args.lengths,
+        "lengths": [n if isinstance(n, int) else f"{n[0]}-{n[1]}" for n in args.lengths],
         "seeds": args.seeds,
         "methods": methods,
         "steps": args.steps,
         "lr": args.lr,
+        "alpha": args.alpha,
         "batch": args.batch,
         "hidden": args.hidden,
         "init": args.init,
@@ -117,6 +162,7 @@ def run_tasks(args: argparse.Namespace) -> int:
         hidden=args.hidden,
         init=args.init,
         eval_size=args.eval_size,
+        alpha=args.alpha,
     )
     t0 = time.perf_counter()
     results = run_grid(configs, jobs=args.jobs, progress=not args.no_progress)

@@ -1,5 +1,6 @@
 """Pascanu et al. (2013)'s six long-range tasks: generators, the 50-unit tanh RNN,
-SGD training with and without clipping, the paper's success criterion, and grids.
+SGD training with and without clipping (and the norm-preserving regulariser, MSGD-CR),
+fixed or random lengths, the paper's success criterion, and grids.
 
 Example:
     >>> import torch
@@ -8,14 +9,17 @@ Example:
     torch.Size([20, 3, 6])
 """
 
+from gradclip.diagnostics.tasks.criteria import count_errors, evaluate, sample_length, task_loss
 from gradclip.diagnostics.tasks.generators import TASKS, Batch, TaskSpec, generate, min_length
+from gradclip.diagnostics.tasks.regularizer import (
+    add_penalty_gradient,
+    hidden_state_gradients,
+    norm_preservation_penalty,
+)
 from gradclip.diagnostics.tasks.train import (
     TaskConfig,
     TaskResult,
     TaskRNN,
-    count_errors,
-    evaluate,
-    task_loss,
     train_model,
     train_task,
 )
@@ -27,10 +31,14 @@ __all__ = [
     "TaskRNN",
     "TaskResult",
     "TaskSpec",
+    "add_penalty_gradient",
     "count_errors",
     "evaluate",
     "generate",
+    "hidden_state_gradients",
     "min_length",
+    "norm_preservation_penalty",
+    "sample_length",
     "task_loss",
     "train_model",
     "train_task",

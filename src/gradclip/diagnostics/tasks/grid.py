@@ -2,7 +2,9 @@
 
 A tasks run folder holds ``tasks.json`` (``{"kind": "tasks", "settings": …, "results":
 [TaskResult.to_dict(), …]}``, strict JSON) and ``success.png`` (success rate
-against length, one line per task and method).
+against length, one line per task and method). A cell trained on random lengths
+``[lo, hi)`` is labelled ``lo–hi`` in the table and drawn in the plot as one square
+marker at the range's midpoint with a horizontal bar spanning the range.
 """
 
 from __future__ import annotations
@@ -37,21 +39,24 @@ SUCCESS_PLOT = "success.png"
 
 def grid_configs(
     tasks: Sequence[str],
-    lengths: Sequence[int],
+    lengths: Sequence[int | tuple[int, int]],
     seeds: Sequence[int],
     methods: Sequence[str],
     **options: Any,
 ) -> list[TaskConfig]:
     """Every (task, length, method, seed) combination as a :class:`TaskConfig`.
 
+    A length is an integer ``L`` or a pair ``(lo, hi)``: random lengths in ``[lo, hi)``.
+
     Example:
-        >>> len(grid_configs(["torder"], [20, 50], [0, 1, 2], ["none", "norm:max_norm=1"]))
+        >>> len(grid_configs(["torder"], [20, (50, 200)], [0, 1, 2], ["none", "norm:max_norm=1"]))
         12
     """
+    spans = [(n, None) if isinstance(n, int) else (n[0], n[1]) for n in lengths]
     return [
-        TaskConfig(task=t, length=n, seed=s, method=m, **options)
+        TaskConfig(task=t, length=lo, seed=s, method=m, max_length=hi, **options)
         for t in tasks
-        for n in lengths
+        for lo, hi in spans
         for m in methods
         for s in seeds
     ]
@@ -123,23 +128,37 @@ def _indexed(item: tuple[int, TaskConfig]) -> tuple[int, TaskResult]:
 
 def _done(r: TaskResult, bar: Any, cb: Callable[[TaskResult], None] | None) -> TaskResult:
     bar.update(1)
-    bar.set_postfix_str(f"{r.config.task} L={r.config.length} {r.config.method}")
+    bar.set_postfix_str(f"{r.config.task} L={r.config.length_label} {r.config.method_label}")
     if cb is not None:
         cb(r)
     return r
 
 
-def _groups(results: Iterable[TaskResult]) -> dict[tuple[str, str], dict[int, list[TaskResult]]]:
-    out: dict[tuple[str, str], dict[int, list[TaskResult]]] = {}
+Span = tuple[int, int | None]  # (length, max_length)
+
+
+def _groups(results: Iterable[TaskResult]) -> dict[tuple[str, str], dict[Span, list[TaskResult]]]:
+    out: dict[tuple[str, str], dict[Span, list[TaskResult]]] = {}
     for r in results:
-        key = (r.config.task, r.config.method)
-        out.setdefault(key, {}).setdefault(r.config.length, []).append(r)
+        key = (r.config.task, r.config.method_label)
+        span = (r.config.length, r.config.max_length)
+        out.setdefault(key, {}).setdefault(span, []).append(r)
     return out
+
+
+def _order(span: Span) -> tuple[int, int]:
+    return span[0], span[0] if span[1] is None else span[1]
+
+
+def _rate(rs: list[TaskResult]) -> float:
+    return sum(r.success for r in rs) / len(rs)
 
 
 def success_table(results: Sequence[TaskResult]) -> str:
     """A Markdown table: success rate (successes/seeds), mean test error, runs diverged,
-    mean final training loss (finite runs) and mean updates, per task × method × length.
+    mean final training loss (finite runs) and mean updates, per task × method × length
+    (``lo–hi`` for random lengths in ``[lo, hi)``; the regulariser, when on, joins the
+    method as ``+ Ω(α=…)``).
 
     Example:
         >>> print(success_table([]))
@@ -151,8 +170,9 @@ def success_table(results: Sequence[TaskResult]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for (task, method), by_len in _groups(results).items():
-        for length in sorted(by_len):
-            rs = by_len[length]
+        for span in sorted(by_len, key=_order):
+            rs = by_len[span]
+            length = rs[0].config.length_label
             ok = sum(r.success for r in rs)
             err = sum(r.error for r in rs) / len(rs)
             div = sum(r.diverged for r in rs)
@@ -168,11 +188,29 @@ def success_table(results: Sequence[TaskResult]) -> str:
 
 def success_axes(ax: Any, results: Sequence[TaskResult]) -> None:
     """Success rate against length, one line per (task, method); the lines are offset by
-    0.01 each so that equal rates do not hide one another."""
+    0.01 each so that equal rates do not hide one another. A random-length cell
+    ``[lo, hi)`` is a square at ``(lo + hi)/2`` with a bar spanning the range, in its
+    line's colour."""
     for i, ((task, method), by_len) in enumerate(_groups(results).items()):
-        xs = sorted(by_len)
-        ys = [sum(r.success for r in by_len[n]) / len(by_len[n]) + 0.01 * i for n in xs]
-        ax.plot(xs, ys, "-o", label=f"{TASKS[task].title}, {method}")
+        label = f"{TASKS[task].title}, {method}"
+        fixed = sorted(n for n, hi in by_len if hi is None)
+        color = None
+        if fixed:
+            ys = [_rate(by_len[(n, None)]) + 0.01 * i for n in fixed]
+            (line,) = ax.plot(fixed, ys, "-o", label=label)
+            color = line.get_color()
+        for lo, hi in sorted(s for s in by_len if s[1] is not None):
+            assert hi is not None
+            bar = ax.errorbar(
+                (lo + hi) / 2,
+                _rate(by_len[(lo, hi)]) + 0.01 * i,
+                xerr=(hi - lo) / 2,
+                fmt="s",
+                color=color,
+                capsize=3,
+                label=None if color else f"{label}, random L",
+            )
+            color = bar[0].get_color()
     ax.set_xlabel("sequence length L")
     ax.set_ylabel("success rate (< 1 % wrong of fresh sequences)")
     ax.set_ylim(-0.05, 1.05)

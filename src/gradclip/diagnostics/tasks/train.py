@@ -6,12 +6,12 @@
 * training: minibatches of 20, plain SGD ``θ ← θ − lr·g`` (lr 0.01 in the paper), with
   a gradclip clipper in front (``norm:max_norm=1`` is Algorithm 1 with the paper's
   threshold 1);
-* cost: cross-entropy at the last step, cross-entropy averaged over every
-  time×batch row (memorization), or squared error summed over outputs (batch mean);
-* a sequence is wrong when the last-step argmax differs, when the squared error is
-  > 0.04 (addition, multiplication), or when any step's argmax differs (memorization);
-  a run **succeeds** with fewer than 1 % wrong out of 10,000 fresh sequences, drawn in
-  chunks of 1,000 (the paper's criterion).
+* MSGD-CR: with ``alpha > 0`` the norm-preserving regulariser's ``α·∂Ω/∂W_rec`` joins
+  ``W_rec``'s gradient before the clip (eq. 9–10, :mod:`.regularizer`);
+* lengths: fixed, or (``max_length``) one uniform over ``[length, max_length)`` per
+  minibatch and per validation chunk, as in the official code;
+* costs, criteria and validation: :mod:`.criteria` (success: fewer than 1 % wrong out
+  of 10,000 fresh sequences).
 """
 
 from __future__ import annotations
@@ -23,25 +23,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradclip import ClippedOptimizer, make_clipper_from_spec
+from gradclip.diagnostics.tasks.criteria import SUCCESS_ERROR, evaluate, sample_length, task_loss
 from gradclip.diagnostics.tasks.generators import TASKS, TaskSpec, generate
+from gradclip.diagnostics.tasks.regularizer import add_penalty_gradient
 
-__all__ = [
-    "TaskConfig",
-    "TaskRNN",
-    "TaskResult",
-    "count_errors",
-    "evaluate",
-    "task_loss",
-    "train_model",
-    "train_task",
-]
-
-SUCCESS_ERROR = 0.01  # the paper: < 1 % of 10,000 fresh sequences wrong
-LINEAR_TOLERANCE = 0.04  # squared error above this is "misclassified"
+__all__ = ["TaskConfig", "TaskRNN", "TaskResult", "train_model", "train_task"]
 
 
 class TaskRNN(nn.Module):
@@ -93,89 +82,20 @@ class TaskRNN(nn.Module):
                 w.mul_(0.95 / radius.clamp_min(1e-12))
 
     def forward(self, x: Tensor) -> Tensor:
-        out, _ = self.rnn(x)
-        return self.decoder(out if self.every_step else out[-1])
+        return self.forward_states(x)[1]
 
-
-def task_loss(spec: TaskSpec, out: Tensor, targets: Tensor) -> Tensor:
-    """The training cost (batch mean), as in the official code.
-
-    Cross-entropy at the last step; cross-entropy averaged over every time×batch row
-    (memorization); squared error summed over outputs (addition, multiplication).
-
-    Args:
-        spec: the task's interface.
-        out: the model's output.
-        targets: the batch's targets.
-
-    Returns:
-        A scalar tensor.
-
-    Example:
-        >>> from gradclip.diagnostics.tasks.generators import TASKS
-        >>> round(float(task_loss(TASKS["add"], torch.tensor([[0.5]]), torch.tensor([[0.7]]))), 4)
-        0.04
-    """
-    if spec.output == "last_linear":
-        return ((out - targets) ** 2).sum(dim=1).mean()
-    if spec.output == "every_softmax":
-        return F.cross_entropy(out.reshape(-1, out.shape[-1]), targets.reshape(-1))
-    return F.cross_entropy(out, targets)
-
-
-def count_errors(spec: TaskSpec, out: Tensor, targets: Tensor) -> int:
-    """Wrong sequences in a batch, by the paper's criteria (see the module docstring).
-
-    Example:
-        >>> from gradclip.diagnostics.tasks.generators import TASKS
-        >>> count_errors(TASKS["add"], torch.tensor([[0.5], [0.5]]), torch.tensor([[0.6], [0.8]]))
-        1
-    """
-    if spec.output == "last_linear":
-        wrong = ((out - targets) ** 2).sum(dim=1) > LINEAR_TOLERANCE
-    elif spec.output == "every_softmax":
-        wrong = (out.argmax(dim=-1) != targets).any(dim=0)
-    else:
-        wrong = out.argmax(dim=-1) != targets
-    return int(wrong.sum())
-
-
-@torch.no_grad()
-def evaluate(
-    model: TaskRNN, task: str, length: int, n: int = 10_000, seed: int = 10_000, chunk: int = 1000
-) -> float:
-    """Fraction of ``n`` fresh sequences (chunks of ``chunk``) the model gets wrong.
-
-    Args:
-        model: the trained model (put it in ``eval()`` mode first).
-        task: the task key.
-        length: ``L``.
-        n: fresh sequences (10,000 in the paper).
-        seed: the generator's seed (fixed, so every model sees the same sequences).
-        chunk: sequences per batch (1,000 in the official code).
-
-    Returns:
-        The error rate in [0, 1].
-
-    Example:
-        >>> from gradclip.diagnostics.tasks.generators import TASKS
-        >>> 0.0 <= evaluate(TaskRNN(TASKS["perm"]), "perm", 5, n=10) <= 1.0
-        True
-    """
-    spec = TASKS[task]
-    gen = torch.Generator().manual_seed(seed)
-    wrong = done = 0
-    while done < n:
-        size = min(chunk, n - done)
-        batch = generate(task, length, size, gen)
-        wrong += count_errors(spec, model(batch.inputs), batch.targets)
-        done += size
-    return wrong / n
+    def forward_states(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(states [T, B, hidden], output)``: the hidden states ``h_1 … h_T`` as well."""
+        states, _ = self.rnn(x)
+        return states, self.decoder(states if self.every_step else states[-1])
 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """One training run. ``method`` is a clipper spec (``none``, ``norm:max_norm=1``, …)."""
+    """One training run. ``method`` is a clipper spec (``none``, ``norm:max_norm=1``, …);
+    ``alpha`` the regulariser's weight (0: none; the paper's MSGD-CR used 4 on temporal
+    order, the code's default is 2); ``max_length``, when set, makes the lengths random
+    over ``[length, max_length)``."""
 
     task: str
     length: int
@@ -188,12 +108,31 @@ class TaskConfig:
     init: str = "basic_tanh"
     eval_size: int = 10_000
     check_every: int = 250
+    alpha: float = 0.0
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"alpha must be finite and ≥ 0, got {self.alpha}")
+        if self.max_length is not None and self.max_length <= self.length:
+            raise ValueError(f"max_length must be > length, got [{self.length}, {self.max_length})")
+
+    @property
+    def length_label(self) -> str:
+        """``"50"``, or ``"50–200"`` for random lengths in ``[50, 200)``."""
+        return str(self.length) if self.max_length is None else f"{self.length}–{self.max_length}"
+
+    @property
+    def method_label(self) -> str:
+        """The clipper spec, with ``" + Ω(α=2)"`` when the regulariser is on."""
+        return self.method if self.alpha == 0 else f"{self.method} + Ω(α={self.alpha:g})"
 
 
 @dataclass
 class TaskResult:
     """What one run ended with: the paper's error and success, divergence, norm statistics,
-    and subsampled curves (``curve_steps``, ``losses``, ``norms``)."""
+    the regulariser's mean and last Ω (NaN without it), and subsampled curves
+    (``curve_steps``, ``losses``, ``norms``)."""
 
     config: TaskConfig
     error: float
@@ -209,6 +148,8 @@ class TaskResult:
     losses: list[float] = field(default_factory=list)
     norms: list[float] = field(default_factory=list)
     events: list[tuple[int, str]] = field(default_factory=list)
+    omega_mean: float = math.nan
+    omega_last: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (non-finite numbers become ``None``)."""
@@ -258,7 +199,8 @@ def train_model(
     monitor: bool = False,
     on_step: Callable[[int], None] | None = None,
 ) -> tuple[TaskRNN, TaskResult]:
-    """Train :class:`TaskRNN` on ``cfg.task`` with plain SGD behind ``cfg.method``'s clipper.
+    """Train :class:`TaskRNN` on ``cfg.task`` with plain SGD behind ``cfg.method``'s clipper
+    (and, with ``cfg.alpha > 0``, the regulariser's gradient added before the clip).
 
     Every ``check_every`` steps 1,000 fresh sequences are checked; below 1 % wrong the
     full ``eval_size`` set decides, and a success stops the run early (the paper also
@@ -292,13 +234,21 @@ def train_model(
     losses: list[float] = []
     norms: list[float] = []
     curve: tuple[list[int], list[float], list[float]] = ([], [], [])
+    omegas: list[float] = []
     clipped = 0
     error, success, diverged, step = 1.0, False, False, 0
     for step in range(1, cfg.steps + 1):
-        batch = generate(cfg.task, cfg.length, cfg.batch, gen)
-        loss = task_loss(spec, model(batch.inputs), batch.targets)
+        length = sample_length(cfg.length, cfg.max_length, gen)
+        batch = generate(cfg.task, length, cfg.batch, gen)
+        states, out = model.forward_states(batch.inputs)
+        if cfg.alpha > 0:
+            states.retain_grad()
+        loss = task_loss(spec, out, batch.targets)
         opt.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
+        if cfg.alpha > 0:
+            direct = states.grad if states.grad is not None else torch.zeros_like(states)
+            omegas.append(float(add_penalty_gradient(model.rnn, states, direct, cfg.alpha)))
         stats = opt.step()
         lv, nv = float(loss.detach()), float(stats.norm)
         losses.append(lv)
@@ -315,17 +265,20 @@ def train_model(
             break
         if step % cfg.check_every == 0 or step == cfg.steps:
             model.eval()
-            if evaluate(model, cfg.task, cfg.length, min(1000, cfg.eval_size), seed=step) < (
-                SUCCESS_ERROR
-            ):
-                error = evaluate(model, cfg.task, cfg.length, cfg.eval_size)
+            check = min(1000, cfg.eval_size)
+            if evaluate(
+                model, cfg.task, cfg.length, check, seed=step, max_length=cfg.max_length
+            ) < (SUCCESS_ERROR):
+                error = evaluate(
+                    model, cfg.task, cfg.length, cfg.eval_size, max_length=cfg.max_length
+                )
                 success = error < SUCCESS_ERROR
             model.train()
             if success:
                 break
     if not diverged and not success:
         model.eval()
-        error = evaluate(model, cfg.task, cfg.length, cfg.eval_size)
+        error = evaluate(model, cfg.task, cfg.length, cfg.eval_size, max_length=cfg.max_length)
     events: list[tuple[int, str]] = []
     if watcher is not None:
         watcher.flush()
@@ -350,6 +303,8 @@ def train_model(
         losses=curve[1],
         norms=curve[2],
         events=events,
+        omega_mean=sum(omegas) / len(omegas) if omegas else math.nan,
+        omega_last=omegas[-1] if omegas else math.nan,
     )
 
 
