@@ -1,8 +1,8 @@
 """Cost of GradMonitor on a PTB-small training step (CPU), measured step-interleaved.
 
 One model (config ``small``: V 10000, 2 × 200 LSTM, B 20, T 20, random tokens),
-one fused SGD, and one ``ClippedOptimizer`` (norm clip at 5) per variant, the
-variants taking turns step by step (order rotated every round) so that a shared
+one fused plain SGD, and one stepper (norm clip at 5) per variant, the variants
+taking turns step by step (order rotated every round) so that a shared
 machine's load hits them alike:
 
 * ``sgd``: plain fused SGD, no clip (the reference step);
@@ -10,12 +10,27 @@ machine's load hits them alike:
 * ``monitor``: the same with a ``GradMonitor`` attached (defaults: update ratio
   every 10 steps, flush every 50 steps, in-memory sink);
 * ``monitor-ratio1``: update ratio every step (its worst case);
-* ``monitor-noratio``: no update ratio.
+* ``monitor-noratio``: no update ratio;
+* ``clip-pass``: the same clip by hand (below) with its separate norm pass, one
+  ``torch._foreach_norm`` over the gradients in the step: the ``clip`` path's
+  work without ``ClippedOptimizer``'s bookkeeping;
+* ``clip-hooks``: the same clip without the separate norm pass: a
+  ``register_post_accumulate_grad_hook`` on every parameter writes
+  ``‖∇p‖₂`` into a preallocated slot while backward finalises the gradient;
+  the step only takes the norm of the slots, ``s = c / max(n, c)`` (the
+  ``norm`` clipper's rule) and folds ``s`` into fused SGD's learning rate with
+  the library's own ``fold_scale_into_lr`` (as ``clip`` does). The hooks return
+  at once in the other variants (one Python call per parameter).
 
-Timed per step: the whole step (forward, backward, optimizer) and the optimizer
-call alone (where clip and monitor run). Reported: medians over rounds, the
-monitor's extra cost per step (difference of the optimizer-call medians, plus
-its flush amortised per step) as a fraction of the median whole step.
+Timed per step: the whole step (forward, backward, optimizer), the backward
+alone (where the hooks run; the time inside them is also summed directly) and
+the optimizer call alone (where clip and monitor run). Reported: medians over
+rounds, the monitor's extra cost per step (difference of the optimizer-call
+medians, plus its flush amortised per step) as a fraction of the median whole
+step, and the three clips' costs against ``sgd``. Every 10th round the hand
+clips' norm and coefficient (at the threshold and at half the norm) are checked
+against the ``norm`` clipper's own on a copy of the same gradients (outside the
+timing).
 
 Run: ``.venv/bin/python benchmarks/bench_monitor.py --threads 2 --rounds 150``
 (only on a quiet machine: ``uptime`` load below 1.5).
@@ -37,6 +52,67 @@ from gradclip.lm.config import load_config
 from gradclip.lm.model import detach_state, tf_cost
 from gradclip.lm.session import build_model
 from gradclip.monitor import GradMonitor
+from gradclip.optim.fused import fold_scale_into_lr
+
+MAX_NORM = 5.0
+
+
+class ManualClip:
+    """Global-norm clip of fused plain SGD from per-parameter norms in preallocated
+    slots: taken by hooks as backward finalises each gradient (``in_backward``),
+    or by one separate ``_foreach_norm`` pass in the step (the ``clip`` path's
+    work without ``ClippedOptimizer``'s bookkeeping)."""
+
+    def __init__(self, model: torch.nn.Module, sgd: torch.optim.SGD, in_backward: bool) -> None:
+        self.sgd = sgd
+        self.params = list(model.parameters())
+        self.norms = torch.zeros(len(self.params))  # one slot per parameter
+        self.in_backward = in_backward
+        self.active = False
+        self.hook_s = 0.0  # time spent inside the hooks since the last reset
+        if in_backward:
+            for i, p in enumerate(self.params):
+                p.register_post_accumulate_grad_hook(self._hook(self.norms[i]))  # type: ignore[no-untyped-call]
+
+    def _hook(self, slot: torch.Tensor) -> Any:
+        def hook(p: torch.Tensor) -> None:
+            if self.active:  # while the gradient is still in cache
+                t0 = time.perf_counter()
+                torch.linalg.vector_norm(p.grad, out=slot)
+                self.hook_s += time.perf_counter() - t0
+
+        return hook
+
+    def coefficient(self, max_norm: float = MAX_NORM) -> tuple[torch.Tensor, torch.Tensor]:
+        """The slots' global norm ``n`` and ``s = c / max(n, c)`` (the ``norm`` clipper's rule)."""
+        total = torch.linalg.vector_norm(self.norms)
+        return total, max_norm / torch.clamp(total, min=max_norm)
+
+    def step(self) -> None:
+        if not self.in_backward:  # the separate pass
+            grads = [p.grad for p in self.params if p.grad is not None]
+            torch.stack(torch._foreach_norm(grads), out=self.norms)
+        saved = fold_scale_into_lr(self.sgd, self.coefficient()[1])
+        assert saved is not None  # fused plain SGD: the scale rides on the lr
+        try:
+            self.sgd.step()
+        finally:
+            for group, lr in zip(self.sgd.param_groups, saved, strict=True):
+                group["lr"] = lr
+
+    def check(self) -> float:
+        """Assert the slots' norm and coefficient equal the ``norm`` clipper's on a
+        copy of the current gradients, at ``MAX_NORM`` and at half the norm (so
+        that it clips); return the norm."""
+        grads = [p.grad.clone() for p in self.params if p.grad is not None]
+        assert len(grads) == len(self.params)
+        total = float(torch.linalg.vector_norm(self.norms))
+        for c in (MAX_NORM, total / 2):
+            mine, coef = self.coefficient(c)
+            ref = gradclip.make_clipper("norm", max_norm=c).clip([g.clone() for g in grads])
+            torch.testing.assert_close(mine, ref.norm, rtol=1e-5, atol=0)
+            torch.testing.assert_close(coef, ref.scale, rtol=1e-5, atol=0)
+        return total
 
 
 def main() -> None:
@@ -54,7 +130,7 @@ def main() -> None:
     sgd = torch.optim.SGD(model.parameters(), lr=0.01, fused=True)
 
     def clipped() -> Any:
-        return gradclip.ClippedOptimizer(sgd, gradclip.make_clipper("norm", max_norm=5.0))
+        return gradclip.ClippedOptimizer(sgd, gradclip.make_clipper("norm", max_norm=MAX_NORM))
 
     monitors = {
         "monitor": GradMonitor(model, warn=False),
@@ -65,28 +141,42 @@ def main() -> None:
     for name, mon in monitors.items():
         steppers[name] = clipped()
         mon.attach(steppers[name])
+    steppers["clip-pass"] = ManualClip(model, sgd, in_backward=False)
+    hooks = steppers["clip-hooks"] = ManualClip(model, sgd, in_backward=True)
     names = list(steppers)
     state = model.init_state(B)
     whole: dict[str, list[float]] = {n: [] for n in names}
+    back_t: dict[str, list[float]] = {n: [] for n in names}
     opt_t: dict[str, list[float]] = {n: [] for n in names}
+    checked: list[float] = []
+    hook_t: list[float] = []
     i = 0
     for r in range(args.rounds + args.warmup):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             x, y = tokens[i, :T], tokens[i, 1:]
             i = (i + 1) % len(tokens)
+            hooks.active = name == "clip-hooks"
+            hooks.hook_s = 0.0
             t0 = time.perf_counter()
             state = detach_state(state)
             logits, state = model(x, state)
             loss = tf_cost(logits, y)
             sgd.zero_grad(set_to_none=True)
+            tb = time.perf_counter()
             loss.backward()
             t1 = time.perf_counter()
             steppers[name].step()
             t2 = time.perf_counter()
             if r >= args.warmup:
                 whole[name].append(t2 - t0)
+                back_t[name].append(t1 - tb)
                 opt_t[name].append(t2 - t1)
+                if hooks.active:
+                    hook_t.append(hooks.hook_s)
+            if name.startswith("clip-") and r % 10 == 0:  # fused plain SGD left .grad unclipped
+                checked.append(steppers[name].check())
+    hooks.active = False
     # flush cost in isolation: 50 buffered steps (one host read, grouping, events)
     flush_ms = {}
     obs = _observation(steppers["clip"], model)
@@ -105,16 +195,30 @@ def main() -> None:
         flush_ms[name] = statistics.median(costs) * 1e3
     med = {n: statistics.median(v) * 1e3 for n, v in whole.items()}
     med_opt = {n: statistics.median(v) * 1e3 for n, v in opt_t.items()}
+    med_back = {n: statistics.median(v) * 1e3 for n, v in back_t.items()}
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{args.threads} thread(s), {args.rounds} rounds x {len(names)} variants"
     )
-    print(f"{'variant':<16} {'step ms':>8} {'opt.step ms':>11}")
+    print(f"{'variant':<16} {'step ms':>8} {'backward ms':>11} {'opt.step ms':>11}")
     for n in names:
-        print(f"{n:<16} {med[n]:>8.2f} {med_opt[n]:>11.3f}")
+        print(f"{n:<16} {med[n]:>8.2f} {med_back[n]:>11.3f} {med_opt[n]:>11.3f}")
     step = med["clip"]
     clip_cost = med_opt["clip"] - med_opt["sgd"]
     print(f"clip cost: {clip_cost:.3f} ms = {clip_cost / step:.2%} of a {step:.1f} ms step")
+    print(
+        f"clip-pass/clip-hooks vs the norm clipper: {len(checked)} checks passed (norm and "
+        f"coefficient, rtol 1e-5), norms {min(checked):.3f} .. {max(checked):.3f}"
+    )
+    print(f"time inside the hooks: median {statistics.median(hook_t) * 1e3:.3f} ms per step")
+    for n in ("clip", "clip-pass", "clip-hooks"):
+        back = med_back[n] - med_back["sgd"]
+        opt = med_opt[n] - med_opt["sgd"]
+        w = med[n] - med["sgd"]
+        print(
+            f"{n} vs sgd: backward {back:+.3f} ms + opt.step {opt:+.3f} ms = {back + opt:+.3f} ms"
+            f" = {(back + opt) / step:.2%} of the step; whole-step medians {w:+.3f} ms"
+        )
     for n, mon in monitors.items():
         extra = med_opt[n] - med_opt["clip"]
         amort = flush_ms[n] / 50
