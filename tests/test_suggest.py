@@ -112,14 +112,38 @@ def test_optimizer_none_and_factory():
         suggest(model, loss_fn, [], steps=3)
 
 
-def test_divergence_stops_and_is_reported():
+def test_an_explosion_is_measured_again_under_a_clip():
     torch.manual_seed(0)
     model = nn.Linear(4, 1)
     data = [(torch.randn(8, 4) * 10, torch.randn(8, 1)) for _ in range(200)]
     mse = lambda m, b: nn.functional.mse_loss(m(b[0]), b[1])  # noqa: E731
-    s = suggest(model, mse, data, torch.optim.SGD(model.parameters(), lr=1.0), steps=200)
-    assert s.diverged_at is not None and s.steps == s.diverged_at + 1
-    assert "diverged at step" in s.explanation
+    s = suggest(model, mse, data, torch.optim.SGD(model.parameters(), lr=1.0), steps=60)
+    # lr 1 on inputs ×10 overshoots: the unclipped norm grows ~100× per step
+    assert s.exploded_at == 3 and len(s.probe_norms) == 4 and s.steps == 60
+    assert s.measured_clip == min(s.probe_norms[:3]) == s.probe_norms[0]
+    # phase 2 is an independent clipped run from the same weights on the same batches
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(ref.parameters(), lr=1.0)
+    want = []
+    for b in data[:56]:
+        opt.zero_grad()
+        mse(ref, b).backward()
+        want.append(float(nn.utils.clip_grad_norm_(ref.parameters(), s.measured_clip)))
+        opt.step()
+    assert s.norms == pytest.approx(want, rel=1e-5)
+    assert s.rules[0].threshold == pytest.approx(float(np.mean(want)), rel=1e-6)
+    assert "clipped at" in s.explanation
+    # clipped, this quadratic still oscillates far above c0: the lr is the problem
+    assert float(np.median(want)) > 5 * s.measured_clip
+    assert "stayed far above it" in s.explanation and "learning rate" in s.explanation
+
+
+def test_no_optimizer_never_re_measures():
+    model = nn.Linear(4, 1)
+    data = [(torch.randn(8, 4), torch.randn(8, 1)) for _ in range(10)]
+    mse = lambda m, b: nn.functional.mse_loss(m(b[0]), b[1])  # noqa: E731
+    s = suggest(model, mse, data, None, steps=10)
+    assert s.measured_clip is None and s.probe_norms == [] and s.steps == 10
 
 
 def test_rules_against_numpy():

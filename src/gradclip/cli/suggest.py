@@ -4,6 +4,8 @@ Two sources of norms:
 
 * ``gradclip suggest --config small --data DIR [--steps N]``: trains a fresh model
   of that config for ``N`` steps without clipping (through :func:`gradclip.suggest`);
+  if the norm explodes, the rest of the ``N`` steps train again from the start under
+  a conservative clip, and their pre-clip norms are used;
 * ``gradclip suggest RUN_DIR``: reads the pre-clip norms already recorded in the
   run's ``metrics.jsonl``; no training.
 
@@ -79,7 +81,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--config", help="built-in config or TOML file to train (with --data)")
     p.add_argument("--data", metavar="DIR", help="corpus directory (with --config)")
-    p.add_argument("--steps", type=positive_int, default=200, metavar="N", help="unclipped steps")
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        default=200,
+        metavar="N",
+        help="training steps (unclipped; clipped after an explosion)",
+    )
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="config field override (repeatable)"
     )
@@ -144,11 +152,18 @@ def _train(args: argparse.Namespace) -> tuple[Suggestion, str]:
             opt,
             steps=steps,
             progress=lambda i: bar.update(1) if bar else None,
+            restart=lambda: state.update(h=model.init_state(cfg.batch_size)),
         )
     finally:
         if bar is not None:
             bar.close()
-    return s, f"{s.steps} unclipped steps of config {args.config} (lr {cfg.learning_rate:g})"
+    where = f"config {args.config} (lr {cfg.learning_rate:g})"
+    if s.measured_clip is None:
+        return s, f"{s.steps} unclipped steps of {where}"
+    return s, (
+        f"{len(s.norms)} steps of {where} clipped at {s.measured_clip:.3g}, after the unclipped "
+        f"norm exploded at step {s.exploded_at}"
+    )
 
 
 def _bar(total: int, enabled: bool) -> Any:

@@ -1,9 +1,10 @@
 r"""``gradclip.suggest``: measure the gradient norm, propose a ``max_norm``.
 
-:func:`suggest` trains a deep copy of the model for ``steps`` steps **without
-clipping**, recording the global gradient norm each step with a
-:class:`~gradclip.monitor.GradMonitor`; the caller's model, optimizer and RNG
-states are left bit for bit as they were. :func:`suggest_from_norms` does the
+:func:`suggest` trains a deep copy of the model **without clipping**, recording
+the global gradient norm each step with a :class:`~gradclip.monitor.GradMonitor`;
+if the norm explodes, it starts again from the same weights with a conservative
+clip and measures the healthy norms under it. The caller's model, optimizer and
+RNG states are left bit for bit as they were. :func:`suggest_from_norms` does the
 same from norms already recorded (``gradclip suggest RUN_DIR``). Both apply
 the rules of :mod:`gradclip.diagnostics.thresholds` and recommend one.
 
@@ -16,10 +17,10 @@ a sweep of fixed thresholds.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
+import itertools
 import math
-import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradclip.diagnostics.probe import NormPass, RngSnapshot
 from gradclip.diagnostics.thresholds import Rule, first_explosion, threshold_rules
-from gradclip.monitor import EventRules, GradMonitor, percentile
+from gradclip.monitor import EventRules, percentile
 
 __all__ = ["Suggestion", "first_explosion", "plot_norm_histogram", "suggest", "suggest_from_norms"]
 
@@ -48,9 +50,14 @@ class Suggestion:
         diverged_at: first step whose loss or norm was not finite, or None.
         explanation: plain sentences for a newcomer.
         layers: worst layers by peak norm (from :meth:`GradMonitor.summary`).
-        exploded_at: with ``healthy_only``, the first step whose norm jumped past
-            ``explode_factor`` × the running median; the rules then use only the
-            steps before it. None when there was no such jump.
+        exploded_at: the first step of unclipped training whose norm jumped past
+            ``explode_factor`` × the running median (``healthy_only``, or
+            :func:`suggest`'s probe); None when there was no such jump.
+        measured_clip: when :func:`suggest` re-measured under a clip after an
+            explosion, that clip's threshold (else None); ``norms`` are then the
+            pre-clip norms of the clipped steps.
+        probe_norms: :func:`suggest`'s unclipped norms up to the explosion, when it
+            re-measured (else empty).
     """
 
     threshold: float
@@ -62,6 +69,8 @@ class Suggestion:
     explanation: str
     layers: list[dict[str, Any]] = field(default_factory=list)
     exploded_at: int | None = None
+    measured_clip: float | None = None
+    probe_norms: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for ``--json`` (non-finite norms as ``None``)."""
@@ -73,6 +82,7 @@ class Suggestion:
             "steps": self.steps,
             "diverged_at": self.diverged_at,
             "exploded_at": self.exploded_at,
+            "measured_clip": self.measured_clip,
             "norm": {
                 "mean": sum(s) / len(s),
                 "median": percentile(s, 50),
@@ -84,6 +94,7 @@ class Suggestion:
             "explanation": self.explanation,
             "layers": self.layers,
             "norms": [n if math.isfinite(n) else None for n in self.norms],
+            "probe_norms": [n if math.isfinite(n) else None for n in self.probe_norms],
         }
 
     def table(self) -> str:
@@ -113,6 +124,7 @@ def _explain(
     diverged_at: int | None,
     what: str,
     exploded_at: int | None = None,
+    measured_clip: float | None = None,
 ) -> str:
     s = sorted(n for n in norms if math.isfinite(n))
     by = {r.name: r for r in rules}
@@ -129,7 +141,16 @@ def _explain(
         f"Pascanu et al. (2013) found that half to ten times the average norm "
         f"({0.5 * mean:.3g} to {10 * mean:.3g} here) can still converge.",
     ]
-    if exploded_at is not None:
+    if exploded_at is not None and measured_clip is not None:
+        text.append(
+            f"Without clipping, the norm jumped past {EventRules().explode_factor:g}× its "
+            f"running median at step {exploded_at}: an exploding gradient. Norms measured "
+            "after that describe a model the explosion had thrown off, so training started "
+            f"again from the same weights with the gradient clipped at {measured_clip:.3g} "
+            "(the smallest norm before the explosion, a step the model took safely), and "
+            "the rules use the pre-clip norms of those steps."
+        )
+    elif exploded_at is not None:
         text.append(
             f"At step {exploded_at} the norm jumped past {EventRules().explode_factor:g}× its "
             "running median: an exploding gradient. The steps after it describe a model the "
@@ -192,66 +213,41 @@ def suggest_from_norms(
     """
     values = [math.nan if n is None else float(n) for n in norms]
     exploded_at = first_explosion(values) if healthy_only else None
-    rules = threshold_rules(values[:exploded_at], **rule_options)
+    return _suggestion(values, exploded_at, diverged_at, layers, what, rule_options)
+
+
+def _suggestion(
+    values: list[float],
+    cut: int | None,
+    diverged_at: int | None,
+    layers: list[dict[str, Any]] | None,
+    what: str,
+    rule_options: dict[str, Any],
+    *,
+    probe: tuple[list[float], int, float] | None = None,
+) -> Suggestion:
+    """Apply the rules to ``values[:cut]``; ``probe`` is (unclipped norms, explosion step,
+    re-measuring clip) when :func:`suggest` measured again under a clip."""
+    rules = threshold_rules(values[:cut], **rule_options)
     rec = _recommend(rules)
     if diverged_at is None:
         bad = [i for i, n in enumerate(values) if not math.isfinite(n)]
         diverged_at = bad[0] if bad else None
+    exploded_at, clip_at = (probe[1], probe[2]) if probe else (cut, None)
     return Suggestion(
         threshold=rec.threshold,
         rule=rec.name,
         rules=rules,
         norms=values,
-        steps=len(values),
+        steps=len(values) + (len(probe[0]) if probe else 0),
         diverged_at=diverged_at,
-        explanation=_explain(values[:exploded_at], rec, rules, diverged_at, what, exploded_at),
+        explanation=_explain(
+            values[:cut], rec, rules, diverged_at, what, exploded_at, measured_clip=clip_at
+        ),
         layers=list(layers or []),
         exploded_at=exploded_at,
-    )
-
-
-class _RngState:
-    """Every RNG suggest could touch: torch CPU and CUDA, Python, NumPy."""
-
-    def __init__(self) -> None:
-        self.torch = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None  # type: ignore[no-untyped-call]
-        self.python = random.getstate()
-        try:
-            import numpy as np
-        except ImportError:  # pragma: no cover
-            self.numpy: Any = None
-        else:
-            self.numpy = np.random.get_state()
-
-    def restore(self) -> None:
-        torch.set_rng_state(self.torch)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state_all(self.cuda)
-        random.setstate(self.python)
-        if self.numpy is not None:
-            import numpy as np
-
-            np.random.set_state(self.numpy)
-
-
-def _copy_optimizer(
-    optimizer: Any, model: torch.nn.Module, copied: torch.nn.Module
-) -> torch.optim.Optimizer | None:
-    if optimizer is None:
-        return None
-    inner = getattr(optimizer, "optimizer", optimizer)  # a ClippedOptimizer steps unclipped here
-    if isinstance(inner, torch.optim.Optimizer):
-        # deepcopy with a memo that maps the user's parameters to the copies
-        memo = {id(p): q for p, q in zip(model.parameters(), copied.parameters(), strict=True)}
-        return copy.deepcopy(inner, memo)
-    if callable(inner):
-        opt = inner(copied.parameters())
-        if not isinstance(opt, torch.optim.Optimizer):
-            raise TypeError("the optimizer factory must return a torch.optim.Optimizer")
-        return opt
-    raise TypeError(
-        f"optimizer must be a torch.optim.Optimizer, a factory or None, got {type(optimizer)}"
+        measured_clip=clip_at,
+        probe_norms=list(probe[0]) if probe else [],
     )
 
 
@@ -264,13 +260,24 @@ def suggest(
     steps: int = 200,
     norm_type: float = 2.0,
     progress: Callable[[int], None] | None = None,
+    restart: Callable[[], None] | None = None,
     **rule_options: Any,
 ) -> Suggestion:
-    r"""Train a copy without clipping for ``steps`` steps and suggest a ``max_norm``.
+    r"""Train a copy for ``steps`` steps, measuring the gradient norm, and suggest a ``max_norm``.
 
     Each step: ``loss = loss_fn(copy, batch)``, ``loss.backward()``, record the
     global pre-clip norm :math:`n_t = \lVert g_t \rVert_p` (and per-layer norms),
-    ``optimizer.step()``. Stops early at the first non-finite loss or norm.
+    ``optimizer.step()``. Two phases share the ``steps`` budget:
+
+    1. **probe**, without clipping, until the first explosion (a norm past 5 × the
+       running median, as :class:`~gradclip.monitor.GradMonitor` flags it, or a
+       non-finite one). Without an explosion this is the whole measurement.
+    2. **measure under a clip**, after an explosion: a fresh copy trains again from
+       the same weights on the same batches, with the global norm clipped at
+       :math:`c_0 = \min_{t < t_\text{explode}} n_t`, the smallest norm before the
+       explosion (a step the model took safely). Its pre-clip norms are the norms of
+       a healthy run; after an explosion the unclipped ones would put every rule far
+       too high (``docs/choosing-a-threshold.md`` measures this).
 
     Nothing of the caller's changes: the model and optimizer are deep-copied
     (the copy of the optimizer points at the copied parameters), and the torch
@@ -279,18 +286,21 @@ def suggest(
     Args:
         model: the model (not modified).
         loss_fn: ``(model, batch) -> scalar loss``; it receives the copy.
-        batches: yields at least one batch; the first ``steps`` are used.
+        batches: yields at least one batch; at most ``steps`` are drawn.
         optimizer: a ``torch.optim.Optimizer`` over ``model``'s parameters (copied
             with its state; a ``ClippedOptimizer``'s inner optimizer is used, so the
             copy steps unclipped), a factory ``params -> Optimizer``, or ``None``
             (no update: the norms at the current weights over ``steps`` batches).
-        steps: steps to observe (> 0).
+        steps: training steps in all (> 0).
         norm_type: order of the norm.
         progress: called with the step index after each step.
+        restart: called before phase 2 starts, e.g. to reset a recurrent state that
+            ``loss_fn`` carries from batch to batch.
         **rule_options: passed to :func:`~gradclip.diagnostics.thresholds.threshold_rules`.
 
     Returns:
-        The :class:`Suggestion`.
+        The :class:`Suggestion` (``exploded_at``, ``measured_clip`` and
+        ``probe_norms`` say whether phase 2 ran).
 
     Example:
         >>> import torch
@@ -299,47 +309,58 @@ def suggest(
         >>> data = [(torch.randn(8, 4), torch.randn(8, 1)) for _ in range(30)]
         >>> loss = lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1])
         >>> s = suggest(model, loss, data, torch.optim.SGD(model.parameters(), lr=0.1), steps=30)
-        >>> s.steps, s.rule, s.threshold > 0
-        (30, 'median_x2', True)
+        >>> s.steps, s.rule, s.threshold > 0, s.measured_clip
+        (30, 'median_x2', True, None)
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    rng = _RngState()
+    rng = RngSnapshot()
+    source, seen = iter(batches), []
+    counter = itertools.count(1)
+    tick = (lambda: progress(next(counter))) if progress is not None else (lambda: None)
+
+    def drawn() -> Iterator[Any]:  # phase 1's batches are kept for phase 2
+        for batch in source:
+            seen.append(batch)
+            yield batch
+
     try:
-        copied = copy.deepcopy(model)
-        opt = _copy_optimizer(optimizer, model, copied)
-        copied.train()
-        monitor = GradMonitor(
-            copied, norm_type=norm_type, update_ratio_every=0, warn=False, flush_every=1
-        )
-        diverged_at = None
-        done = 0
-        for batch in batches:
-            if done >= steps:
-                break
-            copied.zero_grad(set_to_none=True)
-            loss = loss_fn(copied, batch)
-            loss.backward()  # type: ignore[no-untyped-call]
-            monitor.observe(step=done)
-            monitor.flush()
-            done += 1
-            if progress is not None:
-                progress(done)
-            norm = next(r["norm"] for r in reversed(monitor.records) if r["kind"] == "step")
-            if not (math.isfinite(float(loss.detach())) and math.isfinite(norm)):
-                diverged_at = done - 1
-                break
-            if opt is not None:
-                opt.step()
-        if done == 0:
+        probe = NormPass(model, optimizer, norm_type)
+        probe.run(loss_fn, drawn(), steps, tick, stop_at_explosion=optimizer is not None)
+        if probe.done == 0:
             raise ValueError("suggest: batches yielded nothing")
-        norms = [r["norm"] for r in monitor.records if r["kind"] == "step"]
-        layers = monitor.summary()["worst_layers"]
+        healthy = [n for n in probe.norms[: probe.exploded_at] if math.isfinite(n) and n > 0]
+        if optimizer is None or probe.exploded_at is None or not healthy or probe.done >= steps:
+            return suggest_from_norms(
+                probe.norms,
+                diverged_at=probe.diverged_at,
+                layers=probe.layers(),
+                healthy_only=True,
+                **rule_options,
+            )
+        rng.restore()
+        if restart is not None:
+            restart()
+        clip_at = min(healthy)
+        again = NormPass(model, optimizer, norm_type, clip_at=clip_at)
+        again.run(loss_fn, itertools.chain(list(seen), drawn()), steps - probe.done, tick)
     finally:
         rng.restore()
-    return suggest_from_norms(
-        norms, diverged_at=diverged_at, layers=layers, healthy_only=True, **rule_options
+    what = f"training steps clipped at {clip_at:.3g}"
+    probed = (probe.norms, probe.exploded_at, clip_at)
+    found = _suggestion(
+        again.norms, None, again.diverged_at, again.layers(), what, rule_options, probe=probed
     )
+    typical = percentile(sorted(n for n in again.norms if math.isfinite(n)), 50)
+    factor = EventRules().explode_factor
+    if not typical > factor * clip_at:
+        return found
+    warning = (
+        f" Even clipped at {clip_at:.3g}, the norm stayed far above it (median {typical:.3g}, "
+        f"over {factor:g}×): the steps keep overshooting, so the learning rate is likely too "
+        "high for clipping alone to help; try a lower one."
+    )
+    return dataclasses.replace(found, explanation=found.explanation + warning)
 
 
 def plot_norm_histogram(suggestion: Suggestion, path: str | Path, *, title: str = "") -> Path:
@@ -378,6 +399,7 @@ def plot_norm_histogram(suggestion: Suggestion, path: str | Path, *, title: str 
         ax.axvline(r.threshold, color=color, linewidth=width, linestyle="--", label=label)
     ax.set_xlabel("global gradient norm before clipping (log scale)")
     ax.set_ylabel("steps")
-    ax.set_title(title or f"Gradient norms over {suggestion.steps} unclipped steps")
+    how = "unclipped" if suggestion.measured_clip is None else "pre-clip"
+    ax.set_title(title or f"Gradient norms over {len(suggestion.norms)} steps ({how})")
     ax.legend(fontsize=7, loc="upper right")
     return save(fig, path)

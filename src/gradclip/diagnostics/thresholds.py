@@ -37,6 +37,7 @@ from gradclip.monitor import EventDetector, EventRules, percentile
 
 __all__ = [
     "RULES",
+    "ExplosionWatch",
     "Rule",
     "clip_fraction",
     "first_explosion",
@@ -186,9 +187,43 @@ def threshold_rules(
     return [Rule(name, c, clip_fraction(finite, c), desc) for name, c, desc in values]
 
 
+class ExplosionWatch:
+    """Norms fed one step at a time; :attr:`at` becomes the first exploding step.
+
+    The rule of :class:`~gradclip.monitor.EventDetector`: ``n_t > k · median`` of the
+    earlier finite norms (``k = 5``), after ``warmup`` of them; a non-finite norm after
+    the first step counts too. :func:`first_explosion` is this over a whole sequence.
+
+    Args:
+        warmup: finite norms seen before the rule can fire.
+
+    Example:
+        >>> watch = ExplosionWatch()
+        >>> [watch.update(n) for n in (2.6, 4.2, 12.5, 7.3, 114.0)]
+        [False, False, False, False, True]
+        >>> watch.at
+        4
+    """
+
+    def __init__(self, *, warmup: int = 3) -> None:
+        self._detector = EventDetector(EventRules(warmup=warmup))
+        self._step = 0
+        self.at: int | None = None
+
+    def update(self, norm: float) -> bool:
+        """Feed the next step's norm; True once an explosion has been seen."""
+        step, self._step = self._step, self._step + 1
+        if self.at is None:
+            if not math.isfinite(norm):
+                self.at = step if step > 0 else None
+            elif any(e["event"] == "explosion" for e in self._detector.update(step, norm, {}, ())):
+                self.at = step
+        return self.at is not None
+
+
 def first_explosion(norms: Sequence[float], *, warmup: int = 3) -> int | None:
-    """The first step whose norm explodes, by :class:`~gradclip.monitor.EventDetector`'s
-    rule (``n_t > k · median`` of the earlier finite norms, after ``warmup`` of them),
+    """The first step whose norm explodes, by :class:`ExplosionWatch`'s rule
+    (``n_t > k · median`` of the earlier finite norms, after ``warmup`` of them),
     or the first non-finite norm; None if neither happens.
 
     Args:
@@ -204,10 +239,8 @@ def first_explosion(norms: Sequence[float], *, warmup: int = 3) -> int | None:
         >>> first_explosion([1.0, 1.1, 0.9]) is None
         True
     """
-    detector = EventDetector(EventRules(warmup=warmup))
-    for step, norm in enumerate(norms):
-        if not math.isfinite(norm):
-            return step if step > 0 else None
-        if any(e["event"] == "explosion" for e in detector.update(step, norm, {}, ())):
-            return step
-    return None
+    watch = ExplosionWatch(warmup=warmup)
+    for norm in norms:
+        if watch.update(norm):
+            break
+    return watch.at
