@@ -7,8 +7,8 @@ machine's load hits them alike:
 
 * ``sgd``: plain fused SGD, no clip (the reference step);
 * ``clip``: ``ClippedOptimizer`` with the norm clipper, no observer;
-* ``monitor``: the same with a ``GradMonitor`` attached (defaults: update ratio
-  every 10 steps, flush every 50 steps, in-memory sink);
+* ``monitor``: ``clip`` with a ``GradMonitor`` attached (defaults: update ratio
+  every 100 steps, flush every 50 steps, in-memory sink);
 * ``monitor-ratio1``: update ratio every step (its worst case);
 * ``monitor-noratio``: no update ratio;
 * ``clip-pass``: the same clip by hand (below) with its separate norm pass, one
