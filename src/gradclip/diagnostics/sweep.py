@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from typing import Any
 import torch
 
 from gradclip.clippers import clipper_options, format_clipper_spec, parse_clipper_spec
+from gradclip.diagnostics.workers import end_with_parent
 from gradclip.errors import UserError
 
 __all__ = ["THRESHOLD_OPTIONS", "Cell", "SweepResult", "make_cells", "run_cell", "run_sweep"]
@@ -363,7 +365,8 @@ def run_sweep(
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        init = (end_with_parent, (os.getpid(),))  # a killed sweep leaves no orphan cell
+        with ProcessPoolExecutor(jobs, ctx, *init) as pool:
             futures = {pool.submit(run_cell, c, root, config, data, **kw): c for c in todo}
             for fut in as_completed(futures):
                 rows[futures[fut].name] = fut.result()

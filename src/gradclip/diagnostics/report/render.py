@@ -181,7 +181,7 @@ def _tasks_figures(v: RunView) -> list[dict[str, str]]:
     success_axes(ax1, v.task_results)
     for r in v.task_results:
         if r.config.seed == v.task_results[0].config.seed:
-            label = f"{r.config.task} L={r.config.length} {r.config.method}"
+            label = f"{r.config.task} L={r.config.length_label} {r.config.method_label}"
             ax2.semilogy(r.curve_steps, _series(r.norms), lw=0.8, label=label)
     ax2.set(xlabel="step", ylabel="gradient norm (pre-clip)")
     ax2.grid(True, alpha=0.3)

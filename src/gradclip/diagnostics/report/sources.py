@@ -141,8 +141,8 @@ def _read_tasks(view: RunView) -> None:
     rows = [
         [
             r.config.task,
-            r.config.method,
-            str(r.config.length),
+            r.config.method_label,
+            r.config.length_label,
             str(r.config.seed),
             "yes" if r.success else "no",
             f"{100 * r.error:.1f} %" if math.isfinite(r.error) else "—",

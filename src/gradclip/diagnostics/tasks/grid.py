@@ -21,6 +21,7 @@ import torch
 
 from gradclip.diagnostics.tasks.generators import TASKS
 from gradclip.diagnostics.tasks.train import TaskConfig, TaskResult, train_task
+from gradclip.diagnostics.workers import end_with_parent
 
 __all__ = [
     "RESULTS_FILE",
@@ -62,8 +63,9 @@ def grid_configs(
     ]
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(parent_pid: int, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    end_with_parent(parent_pid)  # a killed parent (SIGTERM, SIGKILL) ends us too
     torch.set_num_threads(threads)
 
 
@@ -107,7 +109,7 @@ def run_grid(
         else:
             threads = max(1, (os.cpu_count() or 1) // jobs)
             ctx = torch.multiprocessing.get_context("spawn")
-            pool = ctx.Pool(jobs, _init_worker, (threads,))
+            pool = ctx.Pool(jobs, _init_worker, (os.getpid(), threads))
             try:
                 for i, res in pool.imap_unordered(_indexed, list(enumerate(configs))):
                     results[i] = _done(res, bar, on_result)
