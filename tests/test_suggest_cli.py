@@ -48,7 +48,7 @@ def test_from_run_dir_uses_the_recorded_norms(corpus, tmp_path, capsys):
     assert (tmp_path / "o" / "suggest.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["suggest", str(run_dir)]) == 0
     text = capsys.readouterr().out
-    assert "Recommended max_norm" in text and "* median_x2" in text
+    assert "Recommended max_norm" in text and "* pascanu_mean" in text
 
 
 def test_from_config_trains_unclipped(corpus, tmp_path, capsys):
