@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -343,6 +344,13 @@ def test_clip_by_value_sparse_coalesces_first():
 
 
 # --------------------------------------------------------------------------- torch drop-ins
+def _nothing_to_clip(grads):
+    """The guard's warning when no parameter has a gradient, else no check."""
+    if all(g is None for g in grads):
+        return pytest.warns(UserWarning, match="nothing to clip")
+    return contextlib.nullcontext()
+
+
 def _param_pairs(grads):
     """Two identical parameter lists with the given grads (None means no grad)."""
     pairs = ([], [])
@@ -363,7 +371,8 @@ def _param_pairs(grads):
 )
 def test_clip_grad_norm_equals_torch_bit_for_bit(grads, max_norm, norm_type, foreach):
     ours, theirs = _param_pairs(grads)
-    got = gradclip.clip_grad_norm_(ours, max_norm, norm_type, foreach=foreach)
+    with _nothing_to_clip(grads):
+        got = gradclip.clip_grad_norm_(ours, max_norm, norm_type, foreach=foreach)
     want = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type, foreach=foreach)
     torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
     for a, b in zip(ours, theirs, strict=True):
@@ -380,7 +389,8 @@ def test_clip_grad_norm_equals_torch_bit_for_bit(grads, max_norm, norm_type, for
 )
 def test_clip_grad_value_equals_torch_bit_for_bit(grads, clip_value, foreach):
     ours, theirs = _param_pairs(grads)
-    assert gradclip.clip_grad_value_(ours, clip_value, foreach=foreach) is None
+    with _nothing_to_clip(grads):
+        assert gradclip.clip_grad_value_(ours, clip_value, foreach=foreach) is None
     if all(g is None for g in grads):
         return  # torch raises on an empty gradient list; gradclip does nothing
     torch.nn.utils.clip_grad_value_(theirs, clip_value, foreach=foreach)
@@ -395,7 +405,8 @@ def test_clip_grad_norm_single_tensor_generator_and_no_grads():
     assert gradclip.clip_grad_norm_(w, 1.0).item() == 5.0
     with pytest.warns(UserWarning, match="empty generator"):
         assert gradclip.clip_grad_norm_((p for p in []), 1.0).item() == 0.0
-    assert gradclip.clip_grad_norm_([torch.nn.Parameter(torch.ones(2))], 1.0).item() == 0.0
+    with pytest.warns(UserWarning, match="no parameter has .grad"):
+        assert gradclip.clip_grad_norm_([torch.nn.Parameter(torch.ones(2))], 1.0).item() == 0.0
 
 
 def test_clip_grad_norm_error_if_nonfinite_leaves_grads_untouched():
