@@ -20,7 +20,10 @@ machine's load hits them alike:
   the step only takes the norm of the slots, ``s = c / max(n, c)`` (the
   ``norm`` clipper's rule) and folds ``s`` into fused SGD's learning rate with
   the library's own ``fold_scale_into_lr`` (as ``clip`` does). The hooks return
-  at once in the other variants (one Python call per parameter).
+  at once in the other variants (one Python call per parameter);
+* ``torch-clip``: what a user of ``torch.nn.utils`` writes, torch's own
+  ``clip_grad_norm_(params, 5)`` (its defaults) then the same fused SGD step: the
+  reference the ``monitor`` variant (gradclip's clip + monitor) is compared with.
 
 Timed per step: the whole step (forward, backward, optimizer), the backward
 alone (where the hooks run; the time inside them is also summed directly) and
@@ -115,6 +118,18 @@ class ManualClip:
         return total
 
 
+class TorchClip:
+    """``torch.nn.utils.clip_grad_norm_`` with its defaults, then the fused SGD step."""
+
+    def __init__(self, model: torch.nn.Module, sgd: torch.optim.SGD) -> None:
+        self.params = list(model.parameters())
+        self.sgd = sgd
+
+    def step(self) -> None:
+        torch.nn.utils.clip_grad_norm_(self.params, MAX_NORM)
+        self.sgd.step()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -143,6 +158,7 @@ def main() -> None:
         mon.attach(steppers[name])
     steppers["clip-pass"] = ManualClip(model, sgd, in_backward=False)
     hooks = steppers["clip-hooks"] = ManualClip(model, sgd, in_backward=True)
+    steppers["torch-clip"] = TorchClip(model, sgd)
     names = list(steppers)
     state = model.init_state(B)
     whole: dict[str, list[float]] = {n: [] for n in names}
@@ -219,6 +235,11 @@ def main() -> None:
             f"{n} vs sgd: backward {back:+.3f} ms + opt.step {opt:+.3f} ms = {back + opt:+.3f} ms"
             f" = {(back + opt) / step:.2%} of the step; whole-step medians {w:+.3f} ms"
         )
+    torch_cost = med_opt["torch-clip"] - med_opt["sgd"]
+    print(
+        f"torch-clip vs sgd: opt.step {torch_cost:+.3f} ms = {torch_cost / step:.2%} of the step"
+        f" (torch's clip_grad_norm_ reads the gradients twice and writes them once)"
+    )
     for n, mon in monitors.items():
         extra = med_opt[n] - med_opt["clip"]
         amort = flush_ms[n] / 50
@@ -226,11 +247,13 @@ def main() -> None:
         if every > 1:  # the step's median misses the update-ratio steps: add them amortised
             extra += (med_opt["monitor-ratio1"] - med_opt["monitor-noratio"]) / every
         total = extra + amort
+        vs_torch = total + clip_cost - torch_cost
         print(
             f"{n}: +{extra:.3f} ms per step (update ratio amortised) + flush {flush_ms[n]:.2f} ms"
             " / 50 steps "
             f"= {total:.3f} ms = {total / step:.2%} of the step; "
-            f"monitor + clip = {(total + clip_cost) / step:.2%}"
+            f"monitor + clip = {(total + clip_cost) / step:.2%}; against torch-clip "
+            f"{vs_torch:+.3f} ms = {vs_torch / step:+.2%}"
         )
 
 
