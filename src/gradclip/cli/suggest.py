@@ -63,7 +63,7 @@ def parse_set(items: list[str] | None) -> dict[str, object]:
         name = key.strip().replace("-", "_")
         if name not in FIELDS:
             hint = suggest_name(name, list(FIELDS))
-            raise UserError(f"--set {item!r}: unknown config field {name!r}; {hint}(see --help)")
+            raise UserError(f"--set {item!r}: unknown config field {name!r}{hint}(see --help)")
         out[name] = value.strip()
     return out
 

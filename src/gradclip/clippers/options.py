@@ -85,14 +85,17 @@ def suggest(word: str, choices: Sequence[str]) -> str:
         choices: the known words.
 
     Returns:
-        ``"did you mean 'x'? "`` for the closest of ``choices``, or ``""``.
+        ``"; did you mean 'x'? "`` for the closest of ``choices``, or ``" "``: it
+        goes between the unknown word and the list of choices.
 
     Example:
         >>> suggest("nrom", ["none", "norm"])
-        "did you mean 'norm'? "
+        "; did you mean 'norm'? "
+        >>> "unknown clipper 'bogus'" + suggest("bogus", ["none", "norm"]) + "(choose from ...)"
+        "unknown clipper 'bogus' (choose from ...)"
     """
     close = difflib.get_close_matches(word, choices, n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
+    return f"; did you mean {close[0]!r}? " if close else " "
 
 
 def validate_options(
@@ -121,7 +124,7 @@ def validate_options(
     for key, value in kwargs.items():
         if key not in names:
             raise ValueError(
-                f"clipper {who!r} has no option {key!r}; {suggest(key, names)}"
+                f"clipper {who!r} has no option {key!r}{suggest(key, names)}"
                 f"(options: {', '.join(names)})"
             )
         if key in given:

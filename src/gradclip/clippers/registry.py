@@ -85,7 +85,7 @@ def canonical_name(name: object) -> str:
     if key not in _REGISTRY:
         names = clipper_names()
         raise ValueError(
-            f"unknown clipper {name!r}; {suggest(key, names)}(choose from {', '.join(names)})"
+            f"unknown clipper {name!r}{suggest(key, names)}(choose from {', '.join(names)})"
         )
     return key
 

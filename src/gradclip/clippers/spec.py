@@ -67,7 +67,7 @@ def parse_clipper_spec(spec: str) -> tuple[str, dict[str, Any]]:
             raise ValueError(f"clipper spec {spec!r}: expected key=value, got {part!r}")
         if key not in declared:
             raise ValueError(
-                f"clipper {name!r} has no option {key!r}; {suggest(key, list(declared))}"
+                f"clipper {name!r} has no option {key!r}{suggest(key, list(declared))}"
                 f"(options: {', '.join(declared)})"
             )
         where = f"{name}.{key}"
@@ -118,7 +118,7 @@ def format_clipper_spec(name: str, options: Mapping[str, Any]) -> str:
     for key, value in options.items():
         if key not in declared:
             raise ValueError(
-                f"clipper {canonical!r} has no option {key!r}; {suggest(key, list(declared))}"
+                f"clipper {canonical!r} has no option {key!r}{suggest(key, list(declared))}"
                 f"(options: {', '.join(declared)})"
             )
         checked = declared[key].validate(value)
