@@ -12,6 +12,7 @@ valley; the same step clipped to norm ``c`` moves at most ``lr·c``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,17 +191,41 @@ def plot_cliff(
     """
     from gradclip.diagnostics import plots
 
-    fig, ax = plots.figure(6.4, 4.8)
+    fig, (ax, loss_ax) = plots.figure(11.5, 4.8, ncols=2)
     z = torch.log10(surface.loss.clamp_min(1e-12)).numpy()
     mesh = ax.pcolormesh(surface.w.numpy(), surface.b.numpy(), z, shading="auto", cmap="viridis")
     fig.colorbar(mesh, ax=ax, label="log₁₀ E₅₀")
-    for (label, tr), color in zip(trajectories, ("#ff5050", "#ffffff", "#ffb000"), strict=False):
-        ax.plot(tr.w, tr.b, "-o", ms=2.5, lw=1.2, color=color, label=label)
-        ax.plot(tr.w[0], tr.b[0], "s", color="black", ms=6)
+    # red (first, on top, thin) over black (wide): both readable on yellow and on blue
+    styles = (("#e8202a", 1.1, 4), ("#000000", 2.2, 3), ("#ff9f00", 1.6, 2))
+    for (label, tr), (color, lw, z_order) in zip(trajectories, styles, strict=False):
+        ax.plot(tr.w, tr.b, "-o", ms=2.2, lw=lw, color=color, label=label, zorder=z_order)
+        ax.plot(tr.w[-1], tr.b[-1], "*", ms=12, color=color, mec="white", zorder=5)
+        ax.plot(tr.w[0], tr.b[0], "s", color="black", mec="white", ms=7, zorder=6)
+        jumps = [
+            math.hypot(tr.w[i + 1] - tr.w[i], tr.b[i + 1] - tr.b[i]) for i in range(len(tr.losses))
+        ]
+        if jumps:
+            k = max(range(len(jumps)), key=jumps.__getitem__)
+            if jumps[k] > 0.1 * (surface.w[-1] - surface.w[0]).item():  # a jump worth naming
+                ax.annotate(
+                    f"one step: {jumps[k]:.2f}",
+                    ((tr.w[k] + tr.w[k + 1]) / 2, (tr.b[k] + tr.b[k + 1]) / 2),
+                    xytext=(12, 0),
+                    textcoords="offset points",
+                    color=color,
+                    fontsize=8,
+                    bbox={"boxstyle": "round", "fc": "white", "ec": color, "alpha": 0.85},
+                )
+        loss_ax.semilogy(range(1, len(tr.losses) + 1), tr.losses, color=color, lw=1.4, label=label)
     ax.set_xlim(float(surface.w[0]), float(surface.w[-1]))
     ax.set_ylim(float(surface.b[0]), float(surface.b[-1]))
     ax.set_xlabel("w (recurrent weight)")
     ax.set_ylabel("b (bias)")
     ax.set_title("Pascanu's cliff: x_t = w·σ(x_{t−1}) + b, E = (σ(x₅₀) − 0.7)²", fontsize=9)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="lower left", fontsize=8, title="■ start  ★ end", title_fontsize=8)
+    loss_ax.set_xlabel("gradient-descent step")
+    loss_ax.set_ylabel("E₅₀ (log)")
+    loss_ax.set_title("The loss along each descent", fontsize=9)
+    loss_ax.grid(True, which="both", alpha=0.3)
+    loss_ax.legend(fontsize=8)
     return plots.save(fig, path)
