@@ -192,7 +192,7 @@ def success_axes(ax: Any, results: Sequence[TaskResult]) -> None:
     """Success rate against length, one line per (task, method); the lines are offset by
     0.01 each so that equal rates do not hide one another. A random-length cell
     ``[lo, hi)`` is a square at ``(lo + hi)/2`` with a bar spanning the range, in its
-    line's colour."""
+    line's colour. Each point is labelled with its count of successes, ``k/n``."""
     for i, ((task, method), by_len) in enumerate(_groups(results).items()):
         label = f"{TASKS[task].title}, {method}"
         fixed = sorted(n for n, hi in by_len if hi is None)
@@ -201,6 +201,8 @@ def success_axes(ax: Any, results: Sequence[TaskResult]) -> None:
             ys = [_rate(by_len[(n, None)]) + 0.01 * i for n in fixed]
             (line,) = ax.plot(fixed, ys, "-o", label=label)
             color = line.get_color()
+            for n, y in zip(fixed, ys, strict=True):
+                _label_count(ax, n, y, by_len[(n, None)], color)
         for lo, hi in sorted(s for s in by_len if s[1] is not None):
             assert hi is not None
             bar = ax.errorbar(
@@ -213,11 +215,20 @@ def success_axes(ax: Any, results: Sequence[TaskResult]) -> None:
                 label=None if color else f"{label}, random L",
             )
             color = bar[0].get_color()
+            _label_count(
+                ax, (lo + hi) / 2, _rate(by_len[(lo, hi)]) + 0.01 * i, by_len[(lo, hi)], color
+            )
     ax.set_xlabel("sequence length L")
     ax.set_ylabel("success rate (< 1 % wrong of fresh sequences)")
-    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylim(-0.05, 1.12)  # room for the k/n labels
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
+
+
+def _label_count(ax: Any, x: float, y: float, runs: list[TaskResult], color: Any) -> None:
+    k = sum(r.success for r in runs)
+    ax.annotate(f"{k}/{len(runs)}", (x, y), xytext=(6, 4), textcoords="offset points",
+                fontsize=7, color=color)  # fmt: skip
 
 
 def plot_success(results: Sequence[TaskResult], path: str | Path) -> Path:
