@@ -53,12 +53,9 @@ def run_cliff(args: argparse.Namespace) -> int:
     surface = cliff_surface((w_lo, w_hi), (b_lo, b_hi), args.grid)
     plot_cliff(surface, [("no clipping", plain), (f"clipped at {args.clip:g}", clipped)], out)
     for label, tr in (("no clipping", plain), (f"clip {args.clip:g}", clipped)):
-        jumps = [
-            math.hypot(tr.w[i + 1] - tr.w[i], tr.b[i + 1] - tr.b[i]) for i in range(len(tr.losses))
-        ]
         print(
             f"{label:<12} final loss {tr.losses[-1]:.3g}  (w, b) = ({tr.w[-1]:.3f}, {tr.b[-1]:.3f})"
-            f"  largest norm {max(tr.norms):.3g}  longest step {max(jumps):.3g}"
+            f"  largest norm {max(tr.norms):.3g}  longest step {max(tr.step_lengths):.3g}"
         )
     print(f"wrote {out}")
     return 0

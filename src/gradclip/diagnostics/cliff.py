@@ -113,6 +113,19 @@ class CliffTrajectory:
     clipped: list[bool]
     clip: float | None
 
+    @property
+    def step_lengths(self) -> list[float]:
+        """``‖(w, b)_{k+1} − (w, b)_k‖₂`` of each step (one per loss).
+
+        Example:
+            >>> CliffTrajectory([0.0, 3.0], [0.0, 4.0], [1.0], [5.0], [False], None).step_lengths
+            [5.0]
+        """
+        return [
+            math.hypot(self.w[i + 1] - self.w[i], self.b[i + 1] - self.b[i])
+            for i in range(len(self.losses))
+        ]
+
 
 def descend(
     w0: float,
@@ -201,9 +214,7 @@ def plot_cliff(
         ax.plot(tr.w, tr.b, "-o", ms=2.2, lw=lw, color=color, label=label, zorder=z_order)
         ax.plot(tr.w[-1], tr.b[-1], "*", ms=12, color=color, mec="white", zorder=5)
         ax.plot(tr.w[0], tr.b[0], "s", color="black", mec="white", ms=7, zorder=6)
-        jumps = [
-            math.hypot(tr.w[i + 1] - tr.w[i], tr.b[i + 1] - tr.b[i]) for i in range(len(tr.losses))
-        ]
+        jumps = tr.step_lengths
         if jumps:
             k = max(range(len(jumps)), key=jumps.__getitem__)
             if jumps[k] > 0.1 * (surface.w[-1] - surface.w[0]).item():  # a jump worth naming

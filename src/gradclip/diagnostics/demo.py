@@ -246,10 +246,7 @@ def _tell(
     say("\n2. Temporal profile ‖∂L_T/∂h_t‖ (how much of the last step's gradient reaches step t):")
     for label, prof in profiles:
         say(f"   {label:<28} {prof.verdict:<10} ×{prof.growth_per_step:.3g} per step back")
-    jump = max(
-        math.hypot(plain.w[i + 1] - plain.w[i], plain.b[i + 1] - plain.b[i])
-        for i in range(len(plain.losses))
-    )
+    jump = max(plain.step_lengths)
     say(
         f"\n3. The cliff: the longest unclipped step was {jump:.3g} (final loss "
         f"{plain.losses[-1]:.2g}); clipped at 1 no step exceeds lr·1 = 0.5 (final loss "

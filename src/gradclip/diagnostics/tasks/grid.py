@@ -205,9 +205,10 @@ def success_axes(ax: Any, results: Sequence[TaskResult]) -> None:
                 _label_count(ax, n, y, by_len[(n, None)], color)
         for lo, hi in sorted(s for s in by_len if s[1] is not None):
             assert hi is not None
+            x, y = (lo + hi) / 2, _rate(by_len[(lo, hi)]) + 0.01 * i
             bar = ax.errorbar(
-                (lo + hi) / 2,
-                _rate(by_len[(lo, hi)]) + 0.01 * i,
+                x,
+                y,
                 xerr=(hi - lo) / 2,
                 fmt="s",
                 color=color,
@@ -215,9 +216,7 @@ def success_axes(ax: Any, results: Sequence[TaskResult]) -> None:
                 label=None if color else f"{label}, random L",
             )
             color = bar[0].get_color()
-            _label_count(
-                ax, (lo + hi) / 2, _rate(by_len[(lo, hi)]) + 0.01 * i, by_len[(lo, hi)], color
-            )
+            _label_count(ax, x, y, by_len[(lo, hi)], color)
     ax.set_xlabel("sequence length L")
     ax.set_ylabel("success rate (< 1 % wrong of fresh sequences)")
     ax.set_ylim(-0.05, 1.12)  # room for the k/n labels
@@ -226,9 +225,8 @@ def success_axes(ax: Any, results: Sequence[TaskResult]) -> None:
 
 
 def _label_count(ax: Any, x: float, y: float, runs: list[TaskResult], color: Any) -> None:
-    k = sum(r.success for r in runs)
-    ax.annotate(f"{k}/{len(runs)}", (x, y), xytext=(6, 4), textcoords="offset points",
-                fontsize=7, color=color)  # fmt: skip
+    label = f"{sum(r.success for r in runs)}/{len(runs)}"
+    ax.annotate(label, (x, y), xytext=(6, 4), textcoords="offset points", fontsize=7, color=color)
 
 
 def plot_success(results: Sequence[TaskResult], path: str | Path) -> Path:
