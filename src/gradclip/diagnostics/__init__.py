@@ -32,7 +32,7 @@ _EXPORTS = {
     "write_report": "gradclip.diagnostics.report",
     "suggest_from_norms": "gradclip.diagnostics.suggest",
     "Suggestion": "gradclip.diagnostics.suggest",
-    "plot_norm_histogram": "gradclip.diagnostics.suggest",
+    "plot_norm_histogram": "gradclip.diagnostics.plots",
     "threshold_rules": "gradclip.diagnostics.thresholds",
     "run_sweep": "gradclip.diagnostics.sweep",
     "SweepResult": "gradclip.diagnostics.sweep",

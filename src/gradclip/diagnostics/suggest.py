@@ -23,12 +23,12 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from gradclip.diagnostics.plots import plot_norm_histogram
 from gradclip.diagnostics.probe import NormPass, RngSnapshot
 from gradclip.diagnostics.thresholds import Rule, first_explosion, threshold_rules
 from gradclip.monitor import EventRules, percentile
@@ -357,45 +357,3 @@ def suggest(
         "high for clipping alone to help; try a lower one."
     )
     return dataclasses.replace(found, explanation=found.explanation + warning)
-
-
-def plot_norm_histogram(suggestion: Suggestion, path: str | Path, *, title: str = "") -> Path:
-    """Histogram of the norms on a log axis, with each rule's threshold marked.
-
-    Args:
-        suggestion: from :func:`suggest` or :func:`suggest_from_norms`.
-        path: the PNG to write (atomically).
-        title: figure title.
-
-    Returns:
-        ``path``.
-    """
-    import numpy as np
-
-    from gradclip.diagnostics.plots import figure, save
-
-    finite = np.array([n for n in suggestion.norms if math.isfinite(n) and n > 0])
-    fig, ax = figure(7.0, 4.2)
-    lo, hi = float(finite.min()), float(finite.max())
-    marks = [r for r in suggestion.rules if math.isfinite(r.threshold) and r.threshold > 0]
-    lo = min([lo, *(r.threshold for r in marks)])
-    hi = max([hi, *(r.threshold for r in marks)])
-    bins = np.logspace(math.log10(lo) - 0.05, math.log10(hi) + 0.05, 50)
-    ax.hist(finite, bins=bins, color="0.6", edgecolor="0.3")
-    ax.set_xscale("log")
-    from matplotlib.ticker import NullFormatter
-
-    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
-    colors = ["C0", "C1", "C2", "C3", "C4", "C5", "C6"]
-    for r, color in zip(marks, colors, strict=False):
-        width = 2.5 if r.name == suggestion.rule else 1.2
-        label = f"{r.name} = {r.threshold:.3g} (clips {r.clip_fraction:.0%})"
-        if r.name == suggestion.rule:
-            label += "  <- recommended"
-        ax.axvline(r.threshold, color=color, linewidth=width, linestyle="--", label=label)
-    ax.set_xlabel("global gradient norm before clipping (log scale)")
-    ax.set_ylabel("steps")
-    how = "unclipped" if suggestion.measured_clip is None else "pre-clip"
-    ax.set_title(title or f"Gradient norms over {len(suggestion.norms)} steps ({how})")
-    ax.legend(fontsize=7, loc="upper right")
-    return save(fig, path)
