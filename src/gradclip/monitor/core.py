@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from gradclip.monitor.events import EventDetector, EventRules
-from gradclip.monitor.grouping import GroupBy, Grouping, default_group_by
+from gradclip.monitor.grouping import GroupBy, Grouping, default_group_by, named_tensors
 from gradclip.monitor.records import HEAD, STATS, step_record
 from gradclip.monitor.sinks import MemorySink, Sink
 from gradclip.monitor.summary import Summary
@@ -43,20 +43,6 @@ Record = dict[str, Any]
 
 class GradMonitorWarning(UserWarning):
     """The one-line warning a :class:`GradMonitor` event raises (rate-limited)."""
-
-
-def _named(items: Iterable[Any]) -> list[tuple[str, Tensor]]:
-    out: list[tuple[str, Tensor]] = []
-    for i, item in enumerate(items):
-        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
-            out.append((item[0], item[1]))
-        elif isinstance(item, Tensor):
-            out.append((f"param{i}", item))
-        else:
-            raise TypeError(
-                f"expected parameters or (name, parameter) pairs, got {type(item).__name__}"
-            )
-    return out
 
 
 class GradMonitor:
@@ -124,7 +110,7 @@ class GradMonitor:
         elif model_or_named_params is None:
             named = []
         else:
-            named = _named(model_or_named_params)
+            named = named_tensors(model_or_named_params)
         self._named = named
         self._names = {id(p): n for n, p in named}
         if not callable(group_by):
@@ -263,7 +249,7 @@ class GradMonitor:
         self._finish_update()
         if len(self._rows) >= self.flush_every:
             self.flush()
-        named = self._named if parameters is None else _named(parameters)
+        named = self._named if parameters is None else named_tensors(parameters)
         if not named:
             warnings.warn(
                 "GradMonitor.observe got no parameters: an exhausted generator "

@@ -13,14 +13,15 @@ gradclip adds norms up.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from gradclip.ops.reduce import combine_partial_norms
 
-__all__ = ["GroupBy", "Grouping", "default_group_by"]
+__all__ = ["GroupBy", "Grouping", "default_group_by", "named_tensors"]
 
 GroupBy = Callable[[str], str]
 
@@ -95,3 +96,23 @@ class Grouping:
                 ]
             )
         return out
+
+
+def named_tensors(items: Iterable[Any]) -> list[tuple[str, Tensor]]:
+    """Parameters or ``(name, parameter)`` pairs as pairs; bare tensors become ``param{i}``.
+
+    Example:
+        >>> [n for n, _ in named_tensors([torch.zeros(1), ("rnn.w", torch.zeros(1))])]
+        ['param0', 'rnn.w']
+    """
+    out: list[tuple[str, Tensor]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            out.append((item[0], item[1]))
+        elif isinstance(item, Tensor):
+            out.append((f"param{i}", item))
+        else:
+            raise TypeError(
+                f"expected parameters or (name, parameter) pairs, got {type(item).__name__}"
+            )
+    return out
