@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gradclip.cli import main
-from gradclip.diagnostics.sweep import make_cells, run_sweep
+from gradclip.diagnostics.sweep import SweepResult, make_cells, run_sweep
 from gradclip.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,7 +50,28 @@ def test_end_to_end_rows_files_and_clip_rates(corpus, tmp_path):
         rows = list(csv.DictReader(fh))
     assert [x["run_dir"] for x in rows] == list(by)
     assert (tmp_path / "sw" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
-    assert r.best()["valid_ppl"] == min(row["valid_ppl"] for row in r.rows)
+    assert r.best()["valid_ppl"] == min(row["valid_ppl"] for row in r.rows)  # one seed
+
+
+def test_means_average_finite_seeds_and_best_compares_means(tmp_path):
+    def row(method, t, seed, ppl):
+        return {"method": method, "threshold": t, "seed": seed, "valid_ppl": ppl}
+
+    rows = [
+        row("norm", 1.0, 1, 500.0), row("norm", 1.0, 2, 530.0),
+        row("norm", 5.0, 1, 450.0), row("norm", 5.0, 2, 610.0),  # luckiest cell, worse mean
+        row("norm", 9.0, 1, math.inf), row("norm", 9.0, 2, 400.0),  # one seed diverged
+        row("none", None, 1, math.inf), row("none", None, 2, math.inf),
+    ]  # fmt: skip
+    r = SweepResult(tmp_path, rows, trained=[])
+    got = {(m["method"], m["threshold"]): m for m in r.means()}
+    assert got[("norm", 1.0)]["valid_ppl"] == 515.0 and got[("norm", 5.0)]["valid_ppl"] == 530.0
+    assert got[("norm", 9.0)]["valid_ppl"] == 400.0 and got[("norm", 9.0)]["diverged"] == 1
+    assert math.isnan(got[("none", None)]["valid_ppl"]) and got[("none", None)]["seeds"] == 2
+    best = r.best()  # not 5.0 (its seed 1 is the best cell) nor 9.0 (a seed diverged)
+    assert (best["method"], best["threshold"]) == ("norm", 1.0)
+    r.plot(tmp_path / "p.png")  # a method whose every seed diverged still draws
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_interrupted_sweep_resumes_only_the_missing_cell(corpus, tmp_path):

@@ -109,7 +109,6 @@ def _run_sweep(args: argparse.Namespace) -> int:
     best = result.best()
     if best is not None:
         thr = "" if best["threshold"] is None else f" at {best['threshold']:g}"
-        print(
-            f"best: {best['method']}{thr} (seed {best['seed']}), valid ppl {best['valid_ppl']:.2f}"
-        )
+        over = f"mean over {best['seeds']} seeds" if best["seeds"] > 1 else "one seed"
+        print(f"best: {best['method']}{thr}, valid ppl {best['valid_ppl']:.2f} ({over})")
     return 0

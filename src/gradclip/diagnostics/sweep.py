@@ -219,14 +219,30 @@ class SweepResult:
     rows: list[dict[str, Any]]
     trained: list[str]
 
-    def best(self, method: str | None = None) -> dict[str, Any] | None:
-        """The finite row with the lowest validation perplexity (of ``method``)."""
-        ok = [
-            r
-            for r in self.rows
-            if method in (None, r["method"]) and math.isfinite(r["valid_ppl"] or math.nan)
-        ]
-        return min(ok, key=lambda r: r["valid_ppl"]) if ok else None
+    def means(self) -> list[dict[str, Any]]:
+        """One row per (method, threshold), grid order: the mean validation perplexity over
+        its finite seeds (``nan`` when every seed diverged), ``seeds`` and ``diverged``
+        (how many seeds blew up)."""
+        groups: dict[tuple[str, float | None], list[float]] = {}
+        for r in self.rows:
+            groups.setdefault((r["method"], r["threshold"]), []).append(r["valid_ppl"])
+        out = []
+        for (method, threshold), v in groups.items():
+            ok = [x for x in v if math.isfinite(x or math.inf)]
+            mean = sum(ok) / len(ok) if ok else math.nan
+            out.append(
+                {"method": method, "threshold": threshold, "valid_ppl": mean,
+                 "seeds": len(v), "diverged": len(v) - len(ok)}
+            )  # fmt: skip
+        return out
+
+    def best(self) -> dict[str, Any] | None:
+        """The :meth:`means` row with the lowest mean (seeds are averaged before comparing:
+        with several seeds, the best single cell is mostly the luckiest seed). A setting
+        with a diverged seed only counts when every setting had one."""
+        ok = [m for m in self.means() if math.isfinite(m["valid_ppl"])]
+        ok = [m for m in ok if not m["diverged"]] or ok
+        return min(ok, key=lambda m: (m["diverged"], m["valid_ppl"])) if ok else None
 
     def table(self) -> str:
         """Aligned text: method, threshold, seed, valid ppl, diverged, clip rate, seconds."""
@@ -258,8 +274,8 @@ class SweepResult:
 
     def plot(self, path: str | Path | None = None) -> Path:
         """Validation perplexity against threshold (log x), one line per method
-        (mean over seeds; diverged cells drawn as × at the top); methods without a
-        threshold as horizontal lines."""
+        (mean over seeds, each seed a faint dot; diverged cells drawn as × at the top);
+        methods without a threshold as horizontal lines."""
         from gradclip.diagnostics.plots import figure, save
 
         fig, ax = figure(7.0, 4.2)
@@ -269,21 +285,23 @@ class SweepResult:
         for i, method in enumerate(methods):
             rows = [r for r in self.rows if r["method"] == method]
             color = f"C{i % 10}"
-            if rows[0]["threshold"] is None:
-                vals = [r["valid_ppl"] for r in rows if math.isfinite(r["valid_ppl"] or math.inf)]
-                if vals:
-                    ax.axhline(sum(vals) / len(vals), color=color, ls="--", label=method)
+            means = [m for m in self.means() if m["method"] == method]
+            if means[0]["threshold"] is None:
+                mean = means[0]["valid_ppl"]
+                if math.isfinite(mean):
+                    ax.axhline(mean, color=color, ls="--", label=method)
                 else:
                     ax.axhline(top, color=color, ls=":", label=f"{method} (diverged)")
                 continue
-            xs = sorted({r["threshold"] for r in rows})
-            ys, bad = [], []
-            for t in xs:
-                v = [r["valid_ppl"] for r in rows if r["threshold"] == t]
-                ok = [x for x in v if math.isfinite(x or math.inf)]
-                ys.append(sum(ok) / len(ok) if ok else math.nan)
-                if len(ok) < len(v):
-                    bad.append(t)
+            points = sorted((m["threshold"], m["valid_ppl"], m["diverged"]) for m in means)
+            xs = [t for t, _, _ in points]
+            ys = [y for _, y, _ in points]
+            bad = [t for t, _, n in points if n]
+            for t in xs:  # the seeds behind the mean: their spread is the noise floor
+                ok = [r["valid_ppl"] for r in rows if r["threshold"] == t]
+                ok = [x for x in ok if math.isfinite(x or math.inf)]
+                if len(ok) > 1:
+                    ax.plot([t] * len(ok), ok, ".", color=color, alpha=0.35, ms=5)
             ax.plot(xs, ys, marker="o", color=color, label=method)
             if bad:
                 ax.plot(bad, [top] * len(bad), "x", color=color, ms=9)
