@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,11 @@ import pytest
 from gradclip.cli import main
 from gradclip.diagnostics.sweep import SweepResult, make_cells, run_sweep
 from gradclip.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = {"hidden_size": "8"}
@@ -74,6 +81,28 @@ def test_means_average_finite_seeds_and_best_compares_means(tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_train_ppl_is_the_mean_loss_of_the_last_tenth_of_the_steps(corpus, tmp_path):
+    root = tmp_path / "sw"
+    r = sweep(corpus, root, methods=["norm"], thresholds=[0.01, 10.0], steps=20)
+    for row in r.rows:
+        run = root / row["run_dir"]
+        losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").open()]
+        num_steps = tomllib.loads((run / "config.toml").read_text())["num_steps"]
+        assert len(losses) == 20
+        want = math.exp(statistics.fmean(losses[-2:]) / num_steps)  # the last tenth: 2 steps
+        assert row["train_ppl"] == pytest.approx(want, rel=1e-12)
+    means = {m["threshold"]: m["train_ppl"] for m in r.means()}
+    assert means == {row["threshold"]: row["train_ppl"] for row in r.rows}  # one seed
+    assert "train ppl" in r.table().splitlines()[0]
+    # a cell.json written before the column gains it on resume, without retraining
+    path = root / "norm-t10-s1" / "cell.json"
+    old = json.loads(path.read_text())
+    want = old.pop("train_ppl")
+    path.write_text(json.dumps(old))
+    again = sweep(corpus, root, methods=["norm"], thresholds=[0.01, 10.0], steps=20)
+    assert again.trained == [] and again.rows[1]["train_ppl"] == want
+
+
 def test_interrupted_sweep_resumes_only_the_missing_cell(corpus, tmp_path):
     root = tmp_path / "sw"
     first = sweep(corpus, root)
@@ -101,7 +130,7 @@ def test_methods_without_threshold_and_divergence(corpus, tmp_path):
     by = {row["run_dir"]: row for row in r.rows}
     assert set(by) == {"none-s1", "norm-t1-s1", "zclip-s1"}
     assert by["none-s1"]["diverged"] and by["none-s1"]["valid_ppl"] == math.inf
-    assert by["none-s1"]["status"] == "diverged"
+    assert by["none-s1"]["status"] == "diverged" and by["none-s1"]["train_ppl"] == math.inf
     assert strict((tmp_path / "sw" / "sweep.json").read_text())["rows"][0]["valid_ppl"] is None
     assert "yes" in r.table().splitlines()[1]
 
@@ -157,6 +186,13 @@ def test_cli_runs_and_prints_table(corpus, tmp_path, capsys):
     assert main([*argv, *flags, "--no-progress", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "2 cell(s) trained, 0 already done" in out and "best:" in out
+    assert "mean over seeds" not in out  # one seed: the rows are the means
+    assert main([*argv, *flags, "--no-progress", "--seeds", "1,2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 cell(s) trained, 2 already done" in out
+    means = out.split("mean over seeds:\n")[1].splitlines()
+    assert "vs best" in means[0] and means[1].split()[:3] == ["none", "-", "2"]
+    assert "+0.0%" in out
     assert main([*argv, *flags, "--no-progress", "--json"]) == 0
     rows = strict(capsys.readouterr().out)["rows"]
     assert [r["run_dir"] for r in rows] == ["none-s1", "norm-t0.01-s1"]

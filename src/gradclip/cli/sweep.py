@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -107,8 +108,27 @@ def _run_sweep(args: argparse.Namespace) -> int:
         f"results in {result.sweep_dir}/sweep.json, sweep.csv, sweep.png"
     )
     best = result.best()
+    if best is not None and any(m["seeds"] > 1 for m in result.means()):
+        print(_means_table(result.means(), best["valid_ppl"]))
     if best is not None:
         thr = "" if best["threshold"] is None else f" at {best['threshold']:g}"
         over = f"mean over {best['seeds']} seeds" if best["seeds"] > 1 else "one seed"
         print(f"best: {best['method']}{thr}, valid ppl {best['valid_ppl']:.2f} ({over})")
     return 0
+
+
+def _means_table(means: list[dict[str, Any]], best: float) -> str:
+    """Each setting's means over its seeds, and its distance from the best mean."""
+    lines = [
+        "mean over seeds:",
+        f"{'method':<22} {'threshold':>9} {'seeds':>5} {'valid ppl':>10} {'vs best':>8} "
+        f"{'train ppl':>10} {'diverged':>8}",
+    ]
+    for m in means:
+        thr = "-" if m["threshold"] is None else f"{m['threshold']:g}"
+        gap = f"{m['valid_ppl'] / best - 1:+.1%}" if math.isfinite(m["valid_ppl"]) else "-"
+        lines.append(
+            f"{m['method']:<22} {thr:>9} {m['seeds']:>5} {m['valid_ppl']:>10.2f} {gap:>8} "
+            f"{m['train_ppl']:>10.2f} {m['diverged']:>8}"
+        )
+    return "\n".join(lines)

@@ -19,12 +19,14 @@ if TYPE_CHECKING:
 
     from gradclip.diagnostics.profile import TemporalProfile
     from gradclip.diagnostics.suggest import Suggestion
+    from gradclip.diagnostics.sweep import SweepResult
 
 __all__ = [
     "figure",
     "output_folder",
     "plot_norm_histogram",
     "plot_profile",
+    "plot_sweep",
     "png_bytes",
     "png_data_uri",
     "profile_axes",
@@ -225,4 +227,51 @@ def plot_norm_histogram(suggestion: Suggestion, path: str | Path, *, title: str 
     how = "unclipped" if suggestion.measured_clip is None else "pre-clip"
     ax.set_title(title or f"Gradient norms over {len(suggestion.norms)} steps ({how})")
     ax.legend(fontsize=7, loc="upper right")
+    return save(fig, path)
+
+
+def plot_sweep(result: SweepResult, path: str | Path) -> Path:
+    """A sweep's validation perplexity against threshold (log x), one line per method:
+    the mean over seeds, each seed a faint dot (their spread is the noise floor), diverged
+    settings as × at the top; methods without a threshold as horizontal lines.
+
+    Args:
+        result: the :class:`~gradclip.diagnostics.sweep.SweepResult`.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
+    fig, ax = figure(7.0, 4.2)
+    finite = [r["valid_ppl"] for r in result.rows if math.isfinite(r["valid_ppl"] or math.inf)]
+    top = max(finite) * 1.1 if finite else 1.0
+    methods = list(dict.fromkeys(r["method"] for r in result.rows))
+    for i, method in enumerate(methods):
+        rows = [r for r in result.rows if r["method"] == method]
+        color = f"C{i % 10}"
+        means = [m for m in result.means() if m["method"] == method]
+        if means[0]["threshold"] is None:
+            mean = means[0]["valid_ppl"]
+            if math.isfinite(mean):
+                ax.axhline(mean, color=color, ls="--", label=method)
+            else:
+                ax.axhline(top, color=color, ls=":", label=f"{method} (diverged)")
+            continue
+        points = sorted((m["threshold"], m["valid_ppl"], m["diverged"]) for m in means)
+        xs = [t for t, _, _ in points]
+        ys = [y for _, y, _ in points]
+        bad = [t for t, _, n in points if n]
+        for t in xs:  # the seeds behind the mean: their spread is the noise floor
+            ok = [r["valid_ppl"] for r in rows if r["threshold"] == t]
+            ok = [x for x in ok if math.isfinite(x or math.inf)]
+            if len(ok) > 1:
+                ax.plot([t] * len(ok), ok, ".", color=color, alpha=0.35, ms=5)
+        ax.plot(xs, ys, marker="o", color=color, label=method)
+        if bad:
+            ax.plot(bad, [top] * len(bad), "x", color=color, ms=9)
+    ax.set_xscale("log")
+    ax.set_xlabel("threshold (log scale)")
+    ax.set_ylabel("validation perplexity")
+    ax.set_title("validation perplexity vs clipping threshold (x: diverged)")
+    ax.legend(fontsize=8)
     return save(fig, path)

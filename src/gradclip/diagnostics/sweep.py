@@ -34,12 +34,19 @@ from gradclip.clippers import clipper_options, format_clipper_spec, parse_clippe
 from gradclip.diagnostics.workers import end_with_parent
 from gradclip.errors import UserError
 
-__all__ = ["THRESHOLD_OPTIONS", "Cell", "SweepResult", "make_cells", "run_cell", "run_sweep"]
+__all__ = [
+    "THRESHOLD_OPTIONS",
+    "Cell",
+    "SweepResult",
+    "make_cells",
+    "run_cell",
+    "run_sweep",
+]
 
 THRESHOLD_OPTIONS = ("max_norm", "clip_value")
 CELL_FILE = "cell.json"
 COLUMNS = (
-    "method", "threshold", "seed", "status", "steps", "valid_ppl", "diverged",
+    "method", "threshold", "seed", "status", "steps", "valid_ppl", "train_ppl", "diverged",
     "diverged_step", "clip_rate", "wall_seconds", "run_dir",
 )  # fmt: skip
 
@@ -153,7 +160,7 @@ def run_cell(
         The row (see ``COLUMNS``).
     """
     from gradclip.lm import RunOptions, load_config, load_corpus, train
-    from gradclip.lm.rundir import write_json
+    from gradclip.lm.rundir import read_run, write_json
 
     if threads:
         torch.set_num_threads(threads)
@@ -183,6 +190,7 @@ def run_cell(
         "status": result.status,
         "steps": result.steps,
         "valid_ppl": ppl,
+        "train_ppl": read_run(run_dir).tail_train_ppl(),
         "diverged": result.status == "diverged" or not math.isfinite(ppl),
         "diverged_step": result.diverged_step,
         "clip_rate": result.clip_rate,
@@ -201,7 +209,16 @@ def _read_cell(sweep_dir: Path, cell: Cell) -> dict[str, Any] | None:
         row: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return row if row.get("method") == cell.method else None
+    if row.get("method") != cell.method:
+        return None
+    if "train_ppl" not in row:  # a cell.json from before the column: read it off the metrics
+        from gradclip.lm.rundir import read_run
+
+        try:
+            row["train_ppl"] = read_run(sweep_dir / cell.name).tail_train_ppl()
+        except UserError:
+            row["train_ppl"] = math.nan
+    return row
 
 
 @dataclass
@@ -220,19 +237,21 @@ class SweepResult:
     trained: list[str]
 
     def means(self) -> list[dict[str, Any]]:
-        """One row per (method, threshold), grid order: the mean validation perplexity over
-        its finite seeds (``nan`` when every seed diverged), ``seeds`` and ``diverged``
-        (how many seeds blew up)."""
-        groups: dict[tuple[str, float | None], list[float]] = {}
+        """One row per (method, threshold), grid order: the mean validation and training
+        perplexities over its finite seeds (``nan`` when every seed diverged), ``seeds``
+        and ``diverged`` (how many seeds blew up)."""
+        groups: dict[tuple[str, float | None], list[dict[str, Any]]] = {}
         for r in self.rows:
-            groups.setdefault((r["method"], r["threshold"]), []).append(r["valid_ppl"])
+            groups.setdefault((r["method"], r["threshold"]), []).append(r)
         out = []
-        for (method, threshold), v in groups.items():
-            ok = [x for x in v if math.isfinite(x or math.inf)]
-            mean = sum(ok) / len(ok) if ok else math.nan
+        for (method, threshold), cells in groups.items():
+            ok = [r for r in cells if math.isfinite(r["valid_ppl"] or math.inf)]
+            train = [x for r in ok if math.isfinite(x := r.get("train_ppl") or math.inf)]
             out.append(
-                {"method": method, "threshold": threshold, "valid_ppl": mean,
-                 "seeds": len(v), "diverged": len(v) - len(ok)}
+                {"method": method, "threshold": threshold,
+                 "valid_ppl": sum(r["valid_ppl"] for r in ok) / len(ok) if ok else math.nan,
+                 "train_ppl": sum(train) / len(train) if train else math.nan,
+                 "seeds": len(cells), "diverged": len(cells) - len(ok)}
             )  # fmt: skip
         return out
 
@@ -245,16 +264,19 @@ class SweepResult:
         return min(ok, key=lambda m: (m["diverged"], m["valid_ppl"])) if ok else None
 
     def table(self) -> str:
-        """Aligned text: method, threshold, seed, valid ppl, diverged, clip rate, seconds."""
-        head = f"{'method':<22} {'threshold':>9} {'seed':>4} {'valid ppl':>10} {'diverged':>8} "
+        """Aligned text: method, threshold, seed, valid ppl, train ppl (``Run.tail_train_ppl``),
+        diverged, clip rate, seconds."""
+        head = f"{'method':<22} {'threshold':>9} {'seed':>4} {'valid ppl':>10} {'train ppl':>10} "
+        head += f"{'diverged':>8} "
         lines = [head + f"{'clip rate':>9} {'seconds':>8}"]
         for r in self.rows:
             thr = "-" if r["threshold"] is None else f"{r['threshold']:g}"
-            ppl = r["valid_ppl"]
+            ppl, train = r["valid_ppl"], r.get("train_ppl")
             rate = r["clip_rate"]
             lines.append(
                 f"{r['method']:<22} {thr:>9} {r['seed']:>4} "
                 f"{(f'{ppl:.2f}' if ppl is not None else '-'):>10} "
+                f"{(f'{train:.2f}' if train is not None else '-'):>10} "
                 f"{('yes' if r['diverged'] else 'no'):>8} "
                 f"{(f'{rate:.1%}' if rate is not None else '-'):>9} {r['wall_seconds']:>8.1f}"
             )
@@ -273,44 +295,10 @@ class SweepResult:
         atomic_write_bytes(self.sweep_dir / "sweep.csv", buf.getvalue().encode())
 
     def plot(self, path: str | Path | None = None) -> Path:
-        """Validation perplexity against threshold (log x), one line per method
-        (mean over seeds, each seed a faint dot; diverged cells drawn as × at the top);
-        methods without a threshold as horizontal lines."""
-        from gradclip.diagnostics.plots import figure, save
+        """The plot of :func:`~gradclip.diagnostics.plots.plot_sweep`."""
+        from gradclip.diagnostics.plots import plot_sweep
 
-        fig, ax = figure(7.0, 4.2)
-        finite = [r["valid_ppl"] for r in self.rows if math.isfinite(r["valid_ppl"] or math.inf)]
-        top = max(finite) * 1.1 if finite else 1.0
-        methods = list(dict.fromkeys(r["method"] for r in self.rows))
-        for i, method in enumerate(methods):
-            rows = [r for r in self.rows if r["method"] == method]
-            color = f"C{i % 10}"
-            means = [m for m in self.means() if m["method"] == method]
-            if means[0]["threshold"] is None:
-                mean = means[0]["valid_ppl"]
-                if math.isfinite(mean):
-                    ax.axhline(mean, color=color, ls="--", label=method)
-                else:
-                    ax.axhline(top, color=color, ls=":", label=f"{method} (diverged)")
-                continue
-            points = sorted((m["threshold"], m["valid_ppl"], m["diverged"]) for m in means)
-            xs = [t for t, _, _ in points]
-            ys = [y for _, y, _ in points]
-            bad = [t for t, _, n in points if n]
-            for t in xs:  # the seeds behind the mean: their spread is the noise floor
-                ok = [r["valid_ppl"] for r in rows if r["threshold"] == t]
-                ok = [x for x in ok if math.isfinite(x or math.inf)]
-                if len(ok) > 1:
-                    ax.plot([t] * len(ok), ok, ".", color=color, alpha=0.35, ms=5)
-            ax.plot(xs, ys, marker="o", color=color, label=method)
-            if bad:
-                ax.plot(bad, [top] * len(bad), "x", color=color, ms=9)
-        ax.set_xscale("log")
-        ax.set_xlabel("threshold (log scale)")
-        ax.set_ylabel("validation perplexity")
-        ax.set_title("validation perplexity vs clipping threshold (x: diverged)")
-        ax.legend(fontsize=8)
-        return save(fig, path or self.sweep_dir / "sweep.png")
+        return plot_sweep(self, path or self.sweep_dir / "sweep.png")
 
 
 def run_sweep(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -311,6 +312,27 @@ class Run:
             ``threshold``, ``clipped``, ``lr`` (``None`` for a non-finite value).
         """
         return read_metrics(self.path / METRICS_FILE)
+
+    def tail_train_ppl(self) -> float:
+        r"""The training perplexity over the last tenth of the recorded steps (at least one):
+        :math:`\exp` of the mean per-word training loss there.
+
+        After a short budget the validation perplexity is that of the last iterate, and at
+        a high learning rate the last few updates move it by several percent; this average
+        over many updates is the steadier view of the same run.
+
+        Returns:
+            The perplexity (``inf`` when a loss in the tail is not finite, ``nan`` for a
+            run without metrics).
+        """
+        losses = [r.get("loss") for r in self.metrics()]
+        if not losses:
+            return math.nan
+        tail = [math.inf if x is None else float(x) for x in losses[-max(1, len(losses) // 10) :]]
+        if not all(math.isfinite(x) for x in tail):
+            return math.inf
+        mean = sum(tail) / len(tail) / self.config.num_steps  # each loss sums num_steps words
+        return math.exp(mean) if mean < 709.0 else math.inf
 
 
 def read_run(path: str | Path) -> Run:
