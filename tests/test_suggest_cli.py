@@ -60,6 +60,21 @@ def test_from_config_trains_unclipped(corpus, tmp_path, capsys):
     assert got["explanation"].startswith("Over 30 training steps without clipping")
 
 
+def test_trials_from_config_print_and_record_each_candidate(corpus, capsys):
+    argv = ["suggest", "--config", "test", "--data", str(corpus), "--steps", "12", "--trials"]
+    flags = ["--set", "hidden_size=8", "--no-progress", "--threads", "1"]
+    assert main([*argv, *flags, "--json"]) == 0
+    got = strict(capsys.readouterr().out)
+    trials = got["trials"]
+    assert trials and all(t["steps"] == 12 for t in trials)
+    assert trials[0]["rule"] == "pascanu_mean"
+    best = min(trials, key=lambda t: t["loss"])
+    assert (got["rule"], got["threshold"]) == (best["rule"], best["threshold"])
+    assert main([*argv, *flags]) == 0
+    text = capsys.readouterr().out
+    assert "trial loss" in text and f"* {best['rule']}" in text and "Trials:" in text
+
+
 @pytest.mark.parametrize(
     ("make", "argv", "message"),
     [
@@ -76,6 +91,7 @@ def test_from_config_trains_unclipped(corpus, tmp_path, capsys):
             "did you mean",
         ),
         (None, ["suggest", "--config", "test", "--data", "{data}", "--steps", "0"], "--steps"),
+        ("nometrics", ["suggest", "{tmp}/run", "--trials"], "--trials trains"),
     ],
 )
 def test_bad_input_one_line_exit_2(corpus, tmp_path, capsys, make, argv, message):

@@ -6,6 +6,8 @@ Two sources of norms:
   of that config for ``N`` steps without clipping (through :func:`gradclip.suggest`);
   if the norm explodes, the rest of the ``N`` steps train again from the start under
   a conservative clip, and their pre-clip norms are used;
+* ``--trials`` then trains each candidate threshold for ``N`` steps from the same start
+  and recommends the one with the lowest training loss;
 * ``gradclip suggest RUN_DIR``: reads the pre-clip norms already recorded in the
   run's ``metrics.jsonl``; no training.
 
@@ -91,6 +93,12 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="config field override (repeatable)"
     )
+    p.add_argument(
+        "--trials",
+        action="store_true",
+        help="then train each candidate threshold for --steps steps from the same start and "
+        "recommend the one with the lowest training loss (with --config; up to 5x the cost)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", metavar="DIR", help="write DIR/suggest.png (norm histogram)")
     add_device_flags(p)
@@ -153,6 +161,8 @@ def _train(args: argparse.Namespace) -> tuple[Suggestion, str]:
             steps=steps,
             progress=lambda i: bar.update(1) if bar else None,
             restart=lambda: state.update(h=model.init_state(cfg.batch_size)),
+            trials=args.trials,
+            on_total=lambda n: _set_total(bar, n),
         )
     finally:
         if bar is not None:
@@ -164,6 +174,12 @@ def _train(args: argparse.Namespace) -> tuple[Suggestion, str]:
         f"{len(s.norms)} steps of {where} clipped at {s.measured_clip:.3g}, after the unclipped "
         f"norm exploded at step {s.exploded_at}"
     )
+
+
+def _set_total(bar: Any, total: int) -> None:
+    if bar is not None:
+        bar.total = total
+        bar.refresh()
 
 
 def _bar(total: int, enabled: bool) -> Any:
@@ -180,6 +196,8 @@ def _run_suggest(args: argparse.Namespace) -> int:
         raise UserError("give either RUN_DIR or --config/--data, not both")
     if not args.run_dir and not args.config:
         raise UserError("give a RUN_DIR, or --config NAME --data DIR to measure a fresh model")
+    if args.run_dir and args.trials:
+        raise UserError("--trials trains the candidates: use it with --config/--data, not RUN_DIR")
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: not a directory")

@@ -104,7 +104,8 @@ class NormPass:
     Each step: ``loss_fn(copy, batch).backward()``, record
     :math:`n_t = \lVert g_t \rVert_p`, clip at ``clip_at`` if it is > 0
     (:func:`gradclip.clip_grad_norm_`, torch's semantics), ``optimizer.step()``. A
-    non-finite loss or norm stops the pass (``diverged_at``); with
+    non-finite loss or norm (both kept in ``norms`` and ``losses``) stops the pass
+    (``diverged_at``); with
     ``stop_at_explosion`` so does the first explosion (``exploded_at``, by
     :class:`~gradclip.diagnostics.thresholds.ExplosionWatch`).
 
@@ -137,6 +138,7 @@ class NormPass:
             self.model, norm_type=norm_type, update_ratio_every=0, warn=False, flush_every=1
         )
         self.norms: list[float] = []
+        self.losses: list[float] = []
         self.done = 0
         self.diverged_at: int | None = None
         self.exploded_at: int | None = None
@@ -162,9 +164,10 @@ class NormPass:
             self.monitor.flush()
             norm = next(r["norm"] for r in reversed(self.monitor.records) if r["kind"] == "step")
             self.norms.append(norm)
+            self.losses.append(float(loss.detach()))
             self.done += 1
             tick()
-            if not (math.isfinite(float(loss.detach())) and math.isfinite(norm)):
+            if not (math.isfinite(self.losses[-1]) and math.isfinite(norm)):
                 self.diverged_at = self.done - 1
                 self.exploded_at = self.diverged_at if self.diverged_at > 0 else None
                 break

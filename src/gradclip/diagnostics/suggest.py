@@ -13,7 +13,9 @@ The recommendation is Pascanu's heuristic, the mean norm of healthy training
 a sufficiently large number of updates"): it sits a little above the typical
 (median) norm, because the spikes pull the mean up, so it leaves ordinary steps
 alone and caps the spikes. ``docs/choosing-a-threshold.md`` measures it, and the
-earlier ``2 × median``, against sweeps of fixed thresholds in two settings.
+earlier ``2 × median``, against sweeps of fixed thresholds in two settings. With
+``trials=True`` the candidates are also trained, and the lowest training loss decides
+(:mod:`gradclip.diagnostics.trials`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -30,141 +31,12 @@ from torch import Tensor
 
 from gradclip.diagnostics.plots import plot_norm_histogram
 from gradclip.diagnostics.probe import NormPass, RngSnapshot
-from gradclip.diagnostics.thresholds import Rule, first_explosion, threshold_rules
+from gradclip.diagnostics.suggestion import Suggestion, explain, recommend, with_trials
+from gradclip.diagnostics.thresholds import first_explosion, threshold_rules
+from gradclip.diagnostics.trials import run_trials, trial_candidates
 from gradclip.monitor import EventRules, percentile
 
 __all__ = ["Suggestion", "first_explosion", "plot_norm_histogram", "suggest", "suggest_from_norms"]
-
-RECOMMENDED_RULE = "pascanu_mean"
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    """What :func:`suggest` found.
-
-    Attributes:
-        threshold: the recommended ``max_norm``.
-        rule: the rule it comes from.
-        rules: every rule's row (threshold, clip fraction).
-        norms: the observed global pre-clip norms, step order (NaN kept).
-        steps: steps observed.
-        diverged_at: first step whose loss or norm was not finite, or None.
-        explanation: plain sentences for a newcomer.
-        layers: worst layers by peak norm (from :meth:`GradMonitor.summary`).
-        exploded_at: the first step of unclipped training whose norm jumped past
-            ``explode_factor`` × the running median (``healthy_only``, or
-            :func:`suggest`'s probe); None when there was no such jump.
-        measured_clip: when :func:`suggest` re-measured under a clip after an
-            explosion, that clip's threshold (else None); ``norms`` are then the
-            pre-clip norms of the clipped steps.
-        probe_norms: :func:`suggest`'s unclipped norms up to the explosion, when it
-            re-measured (else empty).
-    """
-
-    threshold: float
-    rule: str
-    rules: list[Rule]
-    norms: list[float]
-    steps: int
-    diverged_at: int | None
-    explanation: str
-    layers: list[dict[str, Any]] = field(default_factory=list)
-    exploded_at: int | None = None
-    measured_clip: float | None = None
-    probe_norms: list[float] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain values for ``--json`` (non-finite norms as ``None``)."""
-        finite = [n for n in self.norms if math.isfinite(n)]
-        s = sorted(finite)
-        return {
-            "threshold": self.threshold,
-            "rule": self.rule,
-            "steps": self.steps,
-            "diverged_at": self.diverged_at,
-            "exploded_at": self.exploded_at,
-            "measured_clip": self.measured_clip,
-            "norm": {
-                "mean": sum(s) / len(s),
-                "median": percentile(s, 50),
-                "p5": percentile(s, 5),
-                "p95": percentile(s, 95),
-                "max": s[-1],
-            },
-            "rules": [r.as_dict() for r in self.rules],
-            "explanation": self.explanation,
-            "layers": self.layers,
-            "norms": [n if math.isfinite(n) else None for n in self.norms],
-            "probe_norms": [n if math.isfinite(n) else None for n in self.probe_norms],
-        }
-
-    def table(self) -> str:
-        """The rules table as aligned text, the recommended row marked ``*``."""
-        lines = [f"  {'rule':<14} {'threshold':>11} {'clips':>7}  description"]
-        for r in self.rules:
-            mark = "*" if r.name == self.rule else " "
-            lines.append(
-                f"{mark} {r.name:<14} {r.threshold:>11.4g} {r.clip_fraction:>7.1%}  {r.description}"
-            )
-        return "\n".join(lines)
-
-
-def _recommend(rules: list[Rule]) -> Rule:
-    return next(r for r in rules if r.name == RECOMMENDED_RULE)
-
-
-def _explain(
-    norms: list[float],
-    rec: Rule,
-    rules: list[Rule],
-    diverged_at: int | None,
-    what: str,
-    exploded_at: int | None = None,
-    measured_clip: float | None = None,
-) -> str:
-    s = sorted(n for n in norms if math.isfinite(n))
-    by = {r.name: r for r in rules}
-    mean = by["pascanu_mean"].threshold
-    text = [
-        f"Over {len(norms)} {what}, the gradient norm had median "
-        f"{percentile(s, 50):.3g} (90% of steps between {percentile(s, 5):.3g} and "
-        f"{percentile(s, 95):.3g}; largest {s[-1]:.3g}).",
-        "Clipping rescales a step's gradient whenever its norm is above the threshold: a "
-        "threshold far above the typical norm only catches the spikes, one below it clips "
-        "almost every step and then acts like a smaller learning rate.",
-        f"Recommended: max_norm = {rec.threshold:.3g} ({rec.description}); it would have "
-        f"clipped {rec.clip_fraction:.0%} of these steps.",
-        f"Pascanu et al. (2013) found that half to ten times the average norm "
-        f"({0.5 * mean:.3g} to {10 * mean:.3g} here) can still converge.",
-    ]
-    if exploded_at is not None and measured_clip is not None:
-        text.append(
-            f"Without clipping, the norm jumped past {EventRules().explode_factor:g}× its "
-            f"running median at step {exploded_at}: an exploding gradient. Norms measured "
-            "after that describe a model the explosion had thrown off, so training started "
-            f"again from the same weights with the gradient clipped at {measured_clip:.3g} "
-            "(the smallest norm before the explosion, a step the model took safely), and "
-            "the rules use the pre-clip norms of those steps."
-        )
-    elif exploded_at is not None:
-        text.append(
-            f"At step {exploded_at} the norm jumped past {EventRules().explode_factor:g}× its "
-            "running median: an exploding gradient. The steps after it describe a model the "
-            f"explosion had already thrown off, so the rules use only the {exploded_at} steps "
-            "before it."
-        )
-    if diverged_at is not None:
-        text.append(
-            f"Without clipping, training diverged at step {diverged_at} (non-finite loss or "
-            "norm): clipping is needed here, and the norms before the divergence are all "
-            "the rules could use."
-        )
-    p10 = by["autoclip_p10"]
-    text.append(
-        f"If training still spikes or diverges, try a lower value such as {p10.threshold:.3g} "
-        f"(AutoClip's 10th percentile, which clips about {p10.clip_fraction:.0%} of steps)."
-    )
-    return " ".join(text)
 
 
 def suggest_from_norms(
@@ -225,7 +97,7 @@ def _suggestion(
     """Apply the rules to ``values[:cut]``; ``probe`` is (unclipped norms, explosion step,
     re-measuring clip) when :func:`suggest` measured again under a clip."""
     rules = threshold_rules(values[:cut], **rule_options)
-    rec = _recommend(rules)
+    rec = recommend(rules)
     if diverged_at is None:
         bad = [i for i, n in enumerate(values) if not math.isfinite(n)]
         diverged_at = bad[0] if bad else None
@@ -237,7 +109,7 @@ def _suggestion(
         norms=values,
         steps=len(values) + (len(probe[0]) if probe else 0),
         diverged_at=diverged_at,
-        explanation=_explain(
+        explanation=explain(
             values[:cut], rec, rules, diverged_at, what, exploded_at, measured_clip=clip_at
         ),
         layers=list(layers or []),
@@ -257,6 +129,8 @@ def suggest(
     norm_type: float = 2.0,
     progress: Callable[[int], None] | None = None,
     restart: Callable[[], None] | None = None,
+    trials: bool = False,
+    on_total: Callable[[int], None] | None = None,
     **rule_options: Any,
 ) -> Suggestion:
     r"""Train a copy for ``steps`` steps, measuring the gradient norm, and suggest a ``max_norm``.
@@ -290,8 +164,14 @@ def suggest(
         steps: training steps in all (> 0).
         norm_type: order of the norm.
         progress: called with the step index after each step.
-        restart: called before phase 2 starts, e.g. to reset a recurrent state that
-            ``loss_fn`` carries from batch to batch.
+        restart: called before phase 2 and before every trial, e.g. to reset a
+            recurrent state that ``loss_fn`` carries from batch to batch.
+        trials: then train each candidate threshold for ``steps`` steps on a fresh copy,
+            from the same weights on the same batches, and recommend the one with the
+            lowest training loss (:mod:`gradclip.diagnostics.trials`; up to five times
+            the cost of the measurement).
+        on_total: called once with the number of steps in all, when trials add theirs
+            (for a progress bar).
         **rule_options: passed to :func:`~gradclip.diagnostics.thresholds.threshold_rules`.
 
     Returns:
@@ -327,22 +207,44 @@ def suggest(
             raise ValueError("suggest: batches yielded nothing")
         healthy = [n for n in probe.norms[: probe.exploded_at] if math.isfinite(n) and n > 0]
         if optimizer is None or probe.exploded_at is None or not healthy or probe.done >= steps:
-            return suggest_from_norms(
+            found = suggest_from_norms(
                 probe.norms,
                 diverged_at=probe.diverged_at,
                 layers=probe.layers(),
                 healthy_only=True,
                 **rule_options,
             )
-        rng.restore()
-        if restart is not None:
-            restart()
-        clip_at = min(healthy)
-        again = NormPass(model, optimizer, norm_type, clip_at=clip_at)
-        again.run(loss_fn, itertools.chain(list(seen), drawn()), steps - probe.done, tick)
+        else:
+            rng.restore()
+            if restart is not None:
+                restart()
+            again = NormPass(model, optimizer, norm_type, clip_at=min(healthy))
+            again.run(loss_fn, itertools.chain(list(seen), drawn()), steps - probe.done, tick)
+            found = _remeasured(probe, again, rule_options)
+        if trials and optimizer is not None:
+            candidates = trial_candidates(found.rules)
+            if on_total is not None:
+                on_total(
+                    probe.done
+                    + (again.done if found.measured_clip else 0)
+                    + steps * len(candidates)
+                )
+            tried = run_trials(
+                model, loss_fn, lambda: itertools.chain(list(seen), drawn()), optimizer,
+                candidates, steps=steps, norm_type=norm_type, tick=tick, restart=restart,
+            )  # fmt: skip
+            found = with_trials(found, tried)
     finally:
         rng.restore()
+    return found
+
+
+def _remeasured(probe: NormPass, again: NormPass, rule_options: dict[str, Any]) -> Suggestion:
+    """The suggestion from the norms measured again under ``again.clip_at`` after the
+    probe's explosion, with a warning when even clipped they stayed far above the clip."""
+    clip_at = again.clip_at
     what = f"training steps clipped at {clip_at:.3g}"
+    assert probe.exploded_at is not None
     probed = (probe.norms, probe.exploded_at, clip_at)
     found = _suggestion(
         again.norms, None, again.diverged_at, again.layers(), what, rule_options, probe=probed

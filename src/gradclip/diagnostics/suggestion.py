@@ -1,0 +1,192 @@
+"""What :func:`gradclip.suggest` found (:class:`Suggestion`), and its plain-language text.
+
+The recommendation is Pascanu's heuristic, the mean norm of healthy training (Pascanu,
+Mikolov & Bengio 2013, §3.2), unless trials (:mod:`gradclip.diagnostics.trials`) trained
+the candidates and one had a lower training loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradclip.diagnostics.thresholds import Rule
+from gradclip.diagnostics.trials import Trial
+from gradclip.monitor import EventRules, percentile
+
+__all__ = ["RECOMMENDED_RULE", "Suggestion", "explain", "recommend", "recommended", "with_trials"]
+
+RECOMMENDED_RULE = "pascanu_mean"
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """What :func:`suggest` found.
+
+    Attributes:
+        threshold: the recommended ``max_norm``.
+        rule: the rule it comes from.
+        rules: every rule's row (threshold, clip fraction).
+        norms: the observed global pre-clip norms, step order (NaN kept).
+        steps: steps observed.
+        diverged_at: first step whose loss or norm was not finite, or None.
+        explanation: plain sentences for a newcomer.
+        layers: worst layers by peak norm (from :meth:`GradMonitor.summary`).
+        exploded_at: the first step of unclipped training whose norm jumped past
+            ``explode_factor`` × the running median (``healthy_only``, or
+            :func:`suggest`'s probe); None when there was no such jump.
+        measured_clip: when :func:`suggest` re-measured under a clip after an
+            explosion, that clip's threshold (else None); ``norms`` are then the
+            pre-clip norms of the clipped steps.
+        probe_norms: :func:`suggest`'s unclipped norms up to the explosion, when it
+            re-measured (else empty).
+        trials: with ``suggest(trials=True)``, each candidate's
+            :class:`~gradclip.diagnostics.trials.Trial`; the recommendation is then the
+            one with the lowest training loss.
+    """
+
+    threshold: float
+    rule: str
+    rules: list[Rule]
+    norms: list[float]
+    steps: int
+    diverged_at: int | None
+    explanation: str
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    exploded_at: int | None = None
+    measured_clip: float | None = None
+    probe_norms: list[float] = field(default_factory=list)
+    trials: list[Trial] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values for ``--json`` (non-finite norms as ``None``)."""
+        finite = [n for n in self.norms if math.isfinite(n)]
+        s = sorted(finite)
+        return {
+            "threshold": self.threshold,
+            "rule": self.rule,
+            "steps": self.steps,
+            "diverged_at": self.diverged_at,
+            "exploded_at": self.exploded_at,
+            "measured_clip": self.measured_clip,
+            "norm": {
+                "mean": sum(s) / len(s),
+                "median": percentile(s, 50),
+                "p5": percentile(s, 5),
+                "p95": percentile(s, 95),
+                "max": s[-1],
+            },
+            "rules": [r.as_dict() for r in self.rules],
+            "explanation": self.explanation,
+            "layers": self.layers,
+            "norms": [n if math.isfinite(n) else None for n in self.norms],
+            "probe_norms": [n if math.isfinite(n) else None for n in self.probe_norms],
+            "trials": [t.as_dict() for t in self.trials],
+        }
+
+    def table(self) -> str:
+        """The rules table as aligned text, the recommended row marked ``*`` (with trials, a
+        column of their training losses)."""
+        tried = {t.rule: t.loss for t in self.trials}
+        col = f" {'trial loss':>10}" if tried else ""
+        lines = [f"  {'rule':<14} {'threshold':>11} {'clips':>7}{col}  description"]
+        for r in self.rules:
+            mark = "*" if r.name == self.rule else " "
+            loss = f" {tried[r.name]:>10.4g}" if r.name in tried else " " * len(col)
+            lines.append(
+                f"{mark} {r.name:<14} {r.threshold:>11.4g} {r.clip_fraction:>7.1%}{loss}  "
+                f"{r.description}"
+            )
+        return "\n".join(lines)
+
+
+def recommend(rules: list[Rule]) -> Rule:
+    """The row of :data:`RECOMMENDED_RULE` (the mean norm) among ``rules``."""
+    return next(r for r in rules if r.name == RECOMMENDED_RULE)
+
+
+def recommended(rec: Rule) -> str:
+    """The explanation's sentence that names the recommendation ``rec``."""
+    return (
+        f"Recommended: max_norm = {rec.threshold:.3g} ({rec.description}); it would have "
+        f"clipped {rec.clip_fraction:.0%} of these steps."
+    )
+
+
+def with_trials(found: Suggestion, trials: list[Trial]) -> Suggestion:
+    """``found`` with the trials' winner as the recommendation (unless every trial failed)."""
+    ok = [t for t in trials if math.isfinite(t.loss)]
+    if not ok:
+        note = " Every trial's loss stopped being finite, so the recommendation stays as measured."
+        return dataclasses.replace(found, trials=trials, explanation=found.explanation + note)
+    best = min(ok, key=lambda t: t.loss)
+    by = {r.name: r for r in found.rules}
+    rec, old = by[best.rule], by[found.rule]
+    listed = ", ".join(f"{t.threshold:.3g} ({t.rule}): {t.loss:.4g}" for t in trials)
+    note = (
+        f" Trials: each candidate trained {best.steps} steps from the same weights on the same "
+        f"batches, clipped at its threshold; mean training loss over the second half: "
+        f"{listed}. The lowest decides."
+    )
+    text = found.explanation.replace(recommended(old), recommended(rec))
+    return dataclasses.replace(
+        found, threshold=rec.threshold, rule=rec.name, trials=trials, explanation=text + note
+    )
+
+
+def explain(
+    norms: list[float],
+    rec: Rule,
+    rules: list[Rule],
+    diverged_at: int | None,
+    what: str,
+    exploded_at: int | None = None,
+    measured_clip: float | None = None,
+) -> str:
+    """The plain sentences of a :class:`Suggestion`: the norms seen, what clipping does,
+    the recommendation ``rec`` and Pascanu's range, and what happened on the way (an
+    explosion, a re-measurement under ``measured_clip``, a divergence)."""
+    s = sorted(n for n in norms if math.isfinite(n))
+    by = {r.name: r for r in rules}
+    mean = by["pascanu_mean"].threshold
+    text = [
+        f"Over {len(norms)} {what}, the gradient norm had median "
+        f"{percentile(s, 50):.3g} (90% of steps between {percentile(s, 5):.3g} and "
+        f"{percentile(s, 95):.3g}; largest {s[-1]:.3g}).",
+        "Clipping rescales a step's gradient whenever its norm is above the threshold: a "
+        "threshold far above the typical norm only catches the spikes, one below it clips "
+        "almost every step and then acts like a smaller learning rate.",
+        recommended(rec),
+        f"Pascanu et al. (2013) found that half to ten times the average norm "
+        f"({0.5 * mean:.3g} to {10 * mean:.3g} here) can still converge.",
+    ]
+    if exploded_at is not None and measured_clip is not None:
+        text.append(
+            f"Without clipping, the norm jumped past {EventRules().explode_factor:g}× its "
+            f"running median at step {exploded_at}: an exploding gradient. Norms measured "
+            "after that describe a model the explosion had thrown off, so training started "
+            f"again from the same weights with the gradient clipped at {measured_clip:.3g} "
+            "(the smallest norm before the explosion, a step the model took safely), and "
+            "the rules use the pre-clip norms of those steps."
+        )
+    elif exploded_at is not None:
+        text.append(
+            f"At step {exploded_at} the norm jumped past {EventRules().explode_factor:g}× its "
+            "running median: an exploding gradient. The steps after it describe a model the "
+            f"explosion had already thrown off, so the rules use only the {exploded_at} steps "
+            "before it."
+        )
+    if diverged_at is not None:
+        text.append(
+            f"Without clipping, training diverged at step {diverged_at} (non-finite loss or "
+            "norm): clipping is needed here, and the norms before the divergence are all "
+            "the rules could use."
+        )
+    p10 = by["autoclip_p10"]
+    text.append(
+        f"If training still spikes or diverges, try a lower value such as {p10.threshold:.3g} "
+        f"(AutoClip's 10th percentile, which clips about {p10.clip_fraction:.0%} of steps)."
+    )
+    return " ".join(text)

@@ -1,0 +1,151 @@
+r"""Trying candidate thresholds by training: the ``trials`` step of :func:`gradclip.suggest`.
+
+A statistic of the norms cannot tell when the best clip is a cut of the learning rate
+(``docs/choosing-a-threshold.md``, setting B: at learning rate 2 the best fixed clip
+is half the mean norm, and it clips 99 % of the steps). A trial settles it by
+measurement: each candidate :math:`c` trains a fresh copy for the same ``steps``, from
+the same weights, on the same batches, with the global norm clipped at :math:`c`; the
+candidate with the lowest mean training loss over the second half of its steps wins.
+The batches are shared, so the comparison is paired: every candidate is scored on the
+same data.
+
+The candidates are the rules of :mod:`gradclip.diagnostics.thresholds` inside
+Pascanu et al.'s working range ("values from half to ten times this average can still
+yield convergence", 2013, §3.2), without its high end (``pascanu_10x``: the sweeps of
+``docs/choosing-a-threshold.md`` lose the most there), and with thresholds within 5 %
+of one already kept dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gradclip.diagnostics.probe import NormPass, RngSnapshot
+from gradclip.diagnostics.thresholds import Rule
+
+__all__ = ["TRIAL_RULES", "Trial", "run_trials", "trial_candidates"]
+
+TRIAL_RULES = ("pascanu_mean", "zclip", "median_x2", "pascanu_half", "autoclip_p10")
+_SAME = 0.05  # candidates closer than this (relative) train nearly alike
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One candidate's trial.
+
+    Attributes:
+        rule: the rule the threshold comes from.
+        threshold: the clip it trained with.
+        loss: mean training loss over the second half of its steps (``inf`` when the
+            loss or norm stopped being finite).
+        steps: steps it trained.
+    """
+
+    rule: str
+    threshold: float
+    loss: float
+    steps: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The trial as a plain dict."""
+        return asdict(self)
+
+
+def trial_candidates(rules: Sequence[Rule]) -> list[Rule]:
+    """The rules worth a trial: those of :data:`TRIAL_RULES`, in that order, without one
+    whose threshold is within 5 % of a candidate already kept.
+
+    Args:
+        rules: the rows of :func:`~gradclip.diagnostics.thresholds.threshold_rules`.
+
+    Returns:
+        The candidates.
+
+    Example:
+        >>> rows = [Rule("pascanu_mean", 2.0, 0.3, ""), Rule("zclip", 2.05, 0.3, ""),
+        ...         Rule("pascanu_half", 1.0, 0.9, ""), Rule("pascanu_10x", 20.0, 0.0, "")]
+        >>> [r.name for r in trial_candidates(rows)]  # zclip is within 5 % of the mean
+        ['pascanu_mean', 'pascanu_half']
+    """
+    by = {r.name: r for r in rules}
+    kept: list[Rule] = []
+    for name in TRIAL_RULES:
+        r = by.get(name)
+        if r is None or not (math.isfinite(r.threshold) and r.threshold > 0):
+            continue
+        if all(abs(r.threshold - k.threshold) > _SAME * k.threshold for k in kept):
+            kept.append(r)
+    return kept
+
+
+def run_trials(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module, Any], Tensor],
+    batches: Callable[[], Iterable[Any]],
+    optimizer: Any,
+    candidates: Sequence[Rule],
+    *,
+    steps: int,
+    norm_type: float = 2.0,
+    tick: Callable[[], None] = lambda: None,
+    restart: Callable[[], None] | None = None,
+) -> list[Trial]:
+    r"""Train each candidate on a fresh copy and score it (see the module docstring).
+
+    Before each trial the RNG states are put back and ``restart`` is called, so every
+    candidate starts where the others did; the caller's model and optimizer are only
+    copied (:class:`~gradclip.diagnostics.probe.NormPass`).
+
+    Args:
+        model: the model (not modified).
+        loss_fn: ``(model, batch) -> scalar loss``.
+        batches: returns a fresh iterable of the same batches for each trial.
+        optimizer: as for :func:`gradclip.suggest` (not ``None``).
+        candidates: the rules to try (:func:`trial_candidates`).
+        steps: steps per trial (> 0).
+        norm_type: order of the norm.
+        tick: called after every step.
+        restart: called before every trial (e.g. to reset a carried recurrent state).
+
+    Returns:
+        One :class:`Trial` per candidate, in order.
+
+    Example:
+        >>> from gradclip.diagnostics.thresholds import threshold_rules
+        >>> torch.manual_seed(0) and None
+        >>> m = torch.nn.Linear(3, 1)
+        >>> data = [(torch.randn(8, 3), torch.randn(8, 1)) for _ in range(6)]
+        >>> mse = lambda net, b: torch.nn.functional.mse_loss(net(b[0]), b[1])
+        >>> rules = threshold_rules([0.5, 1.0, 2.0])
+        >>> out = run_trials(m, mse, lambda: data, torch.optim.SGD(m.parameters(), lr=0.1),
+        ...                  trial_candidates(rules)[:2], steps=6)
+        >>> [(t.rule, t.steps, t.loss > 0) for t in out]
+        [('pascanu_mean', 6, True), ('zclip', 6, True)]
+    """
+    rng = RngSnapshot()
+    out = []
+    try:
+        for rule in candidates:
+            rng.restore()
+            if restart is not None:
+                restart()
+            run = NormPass(model, optimizer, norm_type, clip_at=rule.threshold)
+            run.run(loss_fn, batches(), steps, tick)
+            second_half = run.losses[run.done // 2 :]
+            loss = (
+                math.inf if run.diverged_at is not None or not second_half else _mean(second_half)
+            )
+            out.append(Trial(rule.name, rule.threshold, loss, run.done))
+    finally:
+        rng.restore()
+    return out
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)

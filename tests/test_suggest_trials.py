@@ -1,0 +1,139 @@
+"""gradclip.suggest(trials=True): candidates trained from one start, scored against
+independent re-runs with torch's own clip, and the user's state untouched."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from gradclip.diagnostics.suggest import suggest
+from gradclip.diagnostics.suggestion import with_trials
+from gradclip.diagnostics.thresholds import Rule
+from gradclip.diagnostics.trials import TRIAL_RULES, Trial, run_trials, trial_candidates
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def mse(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return nn.functional.mse_loss(model(batch[0]), batch[1])
+
+
+def overshooting_problem(seed: int = 0) -> tuple[nn.Linear, list[tuple[torch.Tensor, ...]]]:
+    """Least squares with inputs ×3: SGD at lr 0.5 overshoots (curvature ≈ 18 > 2/lr)."""
+    torch.manual_seed(seed)
+    model = nn.Linear(4, 1)
+    w = torch.randn(4, 1)
+    data = []
+    for _ in range(80):
+        x = torch.randn(16, 4) * 3
+        data.append((x, x @ w + 0.1 * torch.randn(16, 1)))
+    return model, data
+
+
+def reference_trial(model, data, lr, c, steps):
+    """The trial by hand: a copy, SGD, torch.nn.utils.clip_grad_norm_ at c."""
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(ref.parameters(), lr=lr)
+    losses = []
+    for b in data[:steps]:
+        opt.zero_grad()
+        loss = mse(ref, b)
+        loss.backward()
+        losses.append(float(loss.detach()))
+        nn.utils.clip_grad_norm_(ref.parameters(), c)
+        opt.step()
+    half = losses[steps // 2 :]
+    return sum(half) / len(half)
+
+
+def rules(**thresholds: float) -> list[Rule]:
+    return [Rule(name, t, 0.5, name) for name, t in thresholds.items()]
+
+
+@given(st.lists(st.floats(0.01, 100.0), min_size=6, max_size=6))
+def test_candidates_come_from_the_trial_rules_and_are_5_percent_apart(values):
+    names = ["pascanu_mean", "pascanu_half", "pascanu_10x", "autoclip_p10", "zclip", "median_x2"]
+    got = trial_candidates(rules(**dict(zip(names, values, strict=True))))
+    assert [r.name for r in got] == [n for n in TRIAL_RULES if n in {r.name for r in got}]
+    assert got[0].name == "pascanu_mean"  # always kept: it is the measured recommendation
+    for i, a in enumerate(got):
+        for b in got[:i]:
+            assert abs(a.threshold - b.threshold) > 0.05 * b.threshold
+    dropped = [n for n in TRIAL_RULES if n not in {r.name for r in got}]
+    for name in dropped:  # each dropped rule is close to a kept one that precedes it
+        t = dict(zip(names, values, strict=True))[name]
+        assert any(abs(t - k.threshold) <= 0.05 * k.threshold for k in got)
+
+
+def test_trial_losses_match_independent_runs_with_torchs_clip():
+    model, data = overshooting_problem()
+    cands = rules(pascanu_mean=5.0, pascanu_half=0.5)
+    out = run_trials(
+        model, mse, lambda: iter(data), torch.optim.SGD(model.parameters(), lr=0.5), cands,
+        steps=40,
+    )  # fmt: skip
+    assert [(t.rule, t.threshold, t.steps) for t in out] == [
+        ("pascanu_mean", 5.0, 40),
+        ("pascanu_half", 0.5, 40),
+    ]
+    for t in out:
+        assert t.loss == pytest.approx(reference_trial(model, data, 0.5, t.threshold, 40), rel=1e-5)
+
+
+def test_trials_recommend_the_lowest_loss_and_leave_the_users_state_untouched():
+    model, data = overshooting_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    params = copy.deepcopy(model.state_dict())
+    torch.manual_seed(11)
+    random.seed(3)
+    np.random.seed(4)
+    rng = (torch.get_rng_state(), random.getstate(), np.random.get_state())
+    totals: list[int] = []
+    ticks: list[int] = []
+    plain = suggest(model, mse, data, opt, steps=40)
+    s = suggest(
+        model, mse, data, opt, steps=40, trials=True, on_total=totals.append,
+        progress=ticks.append,
+    )  # fmt: skip
+    assert torch.equal(torch.get_rng_state(), rng[0]) and random.getstate() == rng[1]
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), rng[2], strict=True))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, params[k]), k
+    # the measurement is the same; the trials are the candidates, each scored by hand
+    assert s.norms == plain.norms and s.rules == plain.rules
+    assert [t.rule for t in s.trials] == [r.name for r in trial_candidates(plain.rules)]
+    for t in s.trials:
+        assert t.loss == pytest.approx(reference_trial(model, data, 0.5, t.threshold, 40), rel=1e-5)
+    best = min(s.trials, key=lambda t: t.loss)
+    assert (s.rule, s.threshold) == (best.rule, best.threshold)
+    # on this overshooting problem a tighter clip (a shorter step) trains better
+    assert s.threshold < plain.threshold and s.rule != plain.rule
+    assert totals == [s.steps + 40 * len(s.trials)] and ticks[-1] == totals[0]
+    assert f"max_norm = {s.threshold:.3g}" in s.explanation and "Trials:" in s.explanation
+    assert f"max_norm = {plain.threshold:.3g} (" not in s.explanation
+    assert "trial loss" in s.table().splitlines()[0] and f"* {s.rule}" in s.table()
+    assert s.as_dict()["trials"][0] == dataclasses.asdict(s.trials[0])
+
+
+def test_every_trial_failing_keeps_the_measured_recommendation():
+    model, data = overshooting_problem()
+    found = suggest(model, mse, data, torch.optim.SGD(model.parameters(), lr=0.5), steps=20)
+    failed = [Trial("pascanu_mean", found.threshold, math.inf, 3)]
+    kept = with_trials(found, failed)
+    assert (kept.rule, kept.threshold) == (found.rule, found.threshold)
+    assert kept.trials == failed and "stays as measured" in kept.explanation
+
+
+def test_no_optimizer_runs_no_trials():
+    model, data = overshooting_problem()
+    s = suggest(model, mse, data, None, steps=10, trials=True)
+    assert s.trials == [] and s.rule == "pascanu_mean"
