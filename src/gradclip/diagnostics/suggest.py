@@ -224,11 +224,7 @@ def suggest(
         if trials and optimizer is not None:
             candidates = trial_candidates(found.rules)
             if on_total is not None:
-                on_total(
-                    probe.done
-                    + (again.done if found.measured_clip else 0)
-                    + steps * len(candidates)
-                )
+                on_total(found.steps + steps * len(candidates))
             tried = run_trials(
                 model, loss_fn, lambda: itertools.chain(list(seen), drawn()), optimizer,
                 candidates, steps=steps, norm_type=norm_type, tick=tick, restart=restart,
