@@ -242,10 +242,17 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     Returns:
         ``path``.
     """
+    from matplotlib.ticker import FuncFormatter, NullLocator
+
     fig, ax = figure(7.0, 4.2)
     finite = [r["valid_ppl"] for r in result.rows if math.isfinite(r["valid_ppl"] or math.inf)]
-    top = max(finite) * 1.1 if finite else 1.0
+    # a seed far above the rest (over 2x the median) would flatten every other point:
+    # the axis stops above the others and such seeds are drawn as ^ on its edge, labelled
+    cap = 2 * sorted(finite)[len(finite) // 2] if finite else math.inf
+    means = [m["valid_ppl"] for m in result.means() if math.isfinite(m["valid_ppl"])]
+    top = max([x for x in finite + means if x <= cap], default=1.0) * 1.08
     methods = list(dict.fromkeys(r["method"] for r in result.rows))
+    ticks: set[float] = set()
     for i, method in enumerate(methods):
         rows = [r for r in result.rows if r["method"] == method]
         color = f"C{i % 10}"
@@ -253,25 +260,35 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
         if means[0]["threshold"] is None:
             mean = means[0]["valid_ppl"]
             if math.isfinite(mean):
-                ax.axhline(mean, color=color, ls="--", label=method)
+                ax.axhline(min(mean, top), color=color, ls="--", label=method)
             else:
                 ax.axhline(top, color=color, ls=":", label=f"{method} (diverged)")
             continue
         points = sorted((m["threshold"], m["valid_ppl"], m["diverged"]) for m in means)
         xs = [t for t, _, _ in points]
-        ys = [y for _, y, _ in points]
+        ys = [min(y, top) for _, y, _ in points]
+        ticks.update(xs)
         bad = [t for t, _, n in points if n]
         for t in xs:  # the seeds behind the mean: their spread is the noise floor
             ok = [r["valid_ppl"] for r in rows if r["threshold"] == t]
             ok = [x for x in ok if math.isfinite(x or math.inf)]
             if len(ok) > 1:
-                ax.plot([t] * len(ok), ok, ".", color=color, alpha=0.35, ms=5)
+                ax.plot([t] * len(ok), [min(x, top) for x in ok], ".", color=color, alpha=0.35)
+            for x in (x for x in ok if x > top):
+                ax.plot([t], [top], "^", color=color, ms=7)
+                ax.annotate(f"{x:,.0f}", (t, top), textcoords="offset points", xytext=(-6, -3),
+                            ha="right", va="top", fontsize=7, color=color)  # fmt: skip
         ax.plot(xs, ys, marker="o", color=color, label=method)
         if bad:
             ax.plot(bad, [top] * len(bad), "x", color=color, ms=9)
     ax.set_xscale("log")
+    if ticks:  # the grid's own thresholds, written plainly
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticks(sorted(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_ylim(top=top * 1.03)
     ax.set_xlabel("threshold (log scale)")
     ax.set_ylabel("validation perplexity")
-    ax.set_title("validation perplexity vs clipping threshold (x: diverged)")
-    ax.legend(fontsize=8)
+    ax.set_title("validation perplexity vs clipping threshold (x: diverged, ^: off the scale)")
+    ax.legend(fontsize=8, loc="upper left")
     return save(fig, path)
