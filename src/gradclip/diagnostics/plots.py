@@ -249,14 +249,15 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     # a seed far above the rest (over 2x the median) would flatten every other point:
     # the axis stops above the others and such seeds are drawn as ^ on its edge, labelled
     cap = 2 * sorted(finite)[len(finite) // 2] if finite else math.inf
-    means = [m["valid_ppl"] for m in result.means() if math.isfinite(m["valid_ppl"])]
-    top = max([x for x in finite + means if x <= cap], default=1.0) * 1.08
+    all_means = result.means()
+    finite_means = [m["valid_ppl"] for m in all_means if math.isfinite(m["valid_ppl"])]
+    top = max([x for x in finite + finite_means if x <= cap], default=1.0) * 1.08
     methods = list(dict.fromkeys(r["method"] for r in result.rows))
     ticks: set[float] = set()
     for i, method in enumerate(methods):
         rows = [r for r in result.rows if r["method"] == method]
         color = f"C{i % 10}"
-        means = [m for m in result.means() if m["method"] == method]
+        means = [m for m in all_means if m["method"] == method]
         if means[0]["threshold"] is None:
             mean = means[0]["valid_ppl"]
             if math.isfinite(mean):
@@ -274,9 +275,11 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
             ok = [x for x in ok if math.isfinite(x or math.inf)]
             if len(ok) > 1:
                 ax.plot([t] * len(ok), [min(x, top) for x in ok], ".", color=color, alpha=0.35)
-            for x in (x for x in ok if x > top):
+            off = sorted(x for x in ok if x > top)
+            if off:  # one marker and one label per threshold, however many seeds
                 ax.plot([t], [top], "^", color=color, ms=7)
-                ax.annotate(f"{x:,.0f}", (t, top), textcoords="offset points", xytext=(-6, -3),
+                label = " / ".join(f"{x:,.0f}" for x in off)
+                ax.annotate(label, (t, top), textcoords="offset points", xytext=(-6, -3),
                             ha="right", va="top", fontsize=7, color=color)  # fmt: skip
         ax.plot(xs, ys, marker="o", color=color, label=method)
         if bad:
@@ -284,7 +287,11 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     ax.set_xscale("log")
     if ticks:  # the grid's own thresholds, written plainly
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticks(sorted(ticks))
+        shown: list[float] = []
+        for t in sorted(ticks):  # labels closer than 12 % would overlap on the log axis
+            if not shown or t > 1.12 * shown[-1]:
+                shown.append(t)
+        ax.set_xticks(shown)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_ylim(top=top * 1.03)
     ax.set_xlabel("threshold (log scale)")

@@ -34,14 +34,7 @@ from gradclip.clippers import clipper_options, format_clipper_spec, parse_clippe
 from gradclip.diagnostics.workers import end_with_parent
 from gradclip.errors import UserError
 
-__all__ = [
-    "THRESHOLD_OPTIONS",
-    "Cell",
-    "SweepResult",
-    "make_cells",
-    "run_cell",
-    "run_sweep",
-]
+__all__ = ["THRESHOLD_OPTIONS", "Cell", "SweepResult", "make_cells", "run_cell", "run_sweep"]
 
 THRESHOLD_OPTIONS = ("max_norm", "clip_value")
 CELL_FILE = "cell.json"

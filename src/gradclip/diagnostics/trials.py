@@ -19,6 +19,7 @@ of one already kept dropped.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -138,14 +139,9 @@ def run_trials(
             run = NormPass(model, optimizer, norm_type, clip_at=rule.threshold)
             run.run(loss_fn, batches(), steps, tick)
             second_half = run.losses[run.done // 2 :]
-            loss = (
-                math.inf if run.diverged_at is not None or not second_half else _mean(second_half)
-            )
+            failed = run.diverged_at is not None or not second_half
+            loss = math.inf if failed else statistics.fmean(second_half)
             out.append(Trial(rule.name, rule.threshold, loss, run.done))
     finally:
         rng.restore()
     return out
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
