@@ -75,6 +75,20 @@ def test_trials_from_config_print_and_record_each_candidate(corpus, capsys):
     assert "trial loss" in text and f"* {best['rule']}" in text and "Trials:" in text
 
 
+def test_trial_repeats_score_each_candidate_on_consecutive_windows(corpus, capsys):
+    argv = ["suggest", "--config", "test", "--data", str(corpus), "--steps", "6", "--trials"]
+    flags = ["--set", "hidden_size=8", "--no-progress", "--threads", "1", "--json"]
+    assert main([*argv, *flags]) == 0
+    one = strict(capsys.readouterr().out)["trials"]
+    assert main([*argv, *flags, "--trial-repeats", "2"]) == 0
+    two = strict(capsys.readouterr().out)
+    # the first window is the single trial, bit for bit; the score is the windows' mean
+    for a, b in zip(one, two["trials"], strict=True):
+        assert b["losses"][0] == a["loss"] and len(b["losses"]) == 2
+        assert b["loss"] == pytest.approx(sum(b["losses"]) / 2, rel=1e-12)
+    assert "on each of 2 windows of batches" in two["explanation"]
+
+
 @pytest.mark.parametrize(
     ("make", "argv", "message"),
     [
@@ -92,6 +106,30 @@ def test_trials_from_config_print_and_record_each_candidate(corpus, capsys):
         ),
         (None, ["suggest", "--config", "test", "--data", "{data}", "--steps", "0"], "--steps"),
         ("nometrics", ["suggest", "{tmp}/run", "--trials"], "--trials trains"),
+        (
+            None,
+            ["suggest", "--config", "test", "--data", "{data}", "--trial-repeats", "2"],
+            "needs --trials",
+        ),
+        (
+            None,
+            [
+                "suggest",
+                "--config",
+                "test",
+                "--data",
+                "{data}",
+                "--trials",
+                "--trial-repeats",
+                "100000",
+            ],
+            "training batches; the corpus has",
+        ),
+        (
+            None,
+            ["suggest", "--config", "test", "--data", "{data}", "--trial-repeats", "0"],
+            "--trial-repeats must be a positive",
+        ),
     ],
 )
 def test_bad_input_one_line_exit_2(corpus, tmp_path, capsys, make, argv, message):

@@ -39,12 +39,13 @@ def overshooting_problem(seed: int = 0) -> tuple[nn.Linear, list[tuple[torch.Ten
     return model, data
 
 
-def reference_trial(model, data, lr, c, steps):
-    """The trial by hand: a copy, SGD, torch.nn.utils.clip_grad_norm_ at c."""
+def reference_trial(model, data, lr, c, steps, start=0):
+    """The trial by hand: a copy, SGD, torch.nn.utils.clip_grad_norm_ at c, on batches
+    start .. start + steps - 1."""
     ref = copy.deepcopy(model)
     opt = torch.optim.SGD(ref.parameters(), lr=lr)
     losses = []
-    for b in data[:steps]:
+    for b in data[start : start + steps]:
         opt.zero_grad()
         loss = mse(ref, b)
         loss.backward()
@@ -87,6 +88,40 @@ def test_trial_losses_match_independent_runs_with_torchs_clip():
     ]
     for t in out:
         assert t.loss == pytest.approx(reference_trial(model, data, 0.5, t.threshold, 40), rel=1e-5)
+
+
+def test_repeats_train_each_candidate_on_consecutive_windows_and_average():
+    model, data = overshooting_problem()
+    cands = rules(pascanu_mean=5.0, pascanu_half=0.5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    out = run_trials(model, mse, lambda: iter(data), opt, cands, steps=20, repeats=4)
+    for t in out:
+        by_hand = [reference_trial(model, data, 0.5, t.threshold, 20, 20 * r) for r in range(4)]
+        assert t.losses == pytest.approx(by_hand, rel=1e-5) and t.steps == 20
+        assert t.loss == pytest.approx(sum(by_hand) / 4, rel=1e-5)
+    with pytest.raises(ValueError, match="repeat 5 needs batches 81-100, but the batches ran out"):
+        run_trials(model, mse, lambda: iter(data), opt, cands, steps=20, repeats=5)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="repeats must be a positive int"):
+            run_trials(model, mse, lambda: iter(data), opt, cands, steps=20, repeats=bad)
+        with pytest.raises(ValueError, match="trial_repeats must be a positive int"):
+            suggest(model, mse, data, opt, steps=20, trials=True, trial_repeats=bad)
+
+
+def test_suggest_trial_repeats_counts_every_window_in_the_progress_total():
+    model, data = overshooting_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    totals: list[int] = []
+    ticks: list[int] = []
+    s = suggest(
+        model, mse, data, opt, steps=20, trials=True, trial_repeats=3, on_total=totals.append,
+        progress=ticks.append,
+    )  # fmt: skip
+    assert totals == [s.steps + 20 * 3 * len(s.trials)] and ticks[-1] == totals[0]
+    assert all(len(t.losses) == 3 for t in s.trials)
+    best = min(s.trials, key=lambda t: t.loss)
+    assert (s.rule, s.threshold) == (best.rule, best.threshold)
+    assert "on each of 3 windows of batches" in s.explanation
 
 
 def test_trials_recommend_the_lowest_loss_and_leave_the_users_state_untouched():

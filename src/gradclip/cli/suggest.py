@@ -99,6 +99,14 @@ def register(subparsers: Any) -> None:
         help="then train each candidate threshold for --steps steps from the same start and "
         "recommend the one with the lowest training loss (with --config; up to 5x the cost)",
     )
+    p.add_argument(
+        "--trial-repeats",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help="with --trials, train each candidate on K consecutive windows of --steps batches "
+        "and score it by the mean (K times the trials' cost; default 1)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", metavar="DIR", help="write DIR/suggest.png (norm histogram)")
     add_device_flags(p)
@@ -151,6 +159,11 @@ def _train(args: argparse.Namespace) -> tuple[Suggestion, str]:
 
     opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate)
     steps = min(args.steps, len(batches))
+    if args.trials and args.trial_repeats * steps > len(batches):
+        raise UserError(
+            f"--trial-repeats {args.trial_repeats} x --steps {steps} needs "
+            f"{args.trial_repeats * steps} training batches; the corpus has {len(batches)}"
+        )
     bar = _bar(steps, not args.no_progress)
     try:
         s = suggest(
@@ -162,6 +175,7 @@ def _train(args: argparse.Namespace) -> tuple[Suggestion, str]:
             progress=lambda i: bar.update(1) if bar else None,
             restart=lambda: state.update(h=model.init_state(cfg.batch_size)),
             trials=args.trials,
+            trial_repeats=args.trial_repeats,
             on_total=lambda n: _set_total(bar, n),
         )
     finally:
@@ -198,6 +212,8 @@ def _run_suggest(args: argparse.Namespace) -> int:
         raise UserError("give a RUN_DIR, or --config NAME --data DIR to measure a fresh model")
     if args.run_dir and args.trials:
         raise UserError("--trials trains the candidates: use it with --config/--data, not RUN_DIR")
+    if args.trial_repeats != 1 and not args.trials:
+        raise UserError("--trial-repeats needs --trials")
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: not a directory")

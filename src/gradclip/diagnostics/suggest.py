@@ -130,6 +130,7 @@ def suggest(
     progress: Callable[[int], None] | None = None,
     restart: Callable[[], None] | None = None,
     trials: bool = False,
+    trial_repeats: int = 1,
     on_total: Callable[[int], None] | None = None,
     **rule_options: Any,
 ) -> Suggestion:
@@ -170,6 +171,9 @@ def suggest(
             from the same weights on the same batches, and recommend the one with the
             lowest training loss (:mod:`gradclip.diagnostics.trials`; up to five times
             the cost of the measurement).
+        trial_repeats: with ``trials``, train each candidate on this many consecutive
+            windows of ``steps`` batches and score it by the mean (``batches`` must then
+            yield ``trial_repeats * steps``); each repeat costs as much again.
         on_total: called once with the number of steps in all, when trials add theirs
             (for a progress bar).
         **rule_options: passed to :func:`~gradclip.diagnostics.thresholds.threshold_rules`.
@@ -190,6 +194,8 @@ def suggest(
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if isinstance(trial_repeats, bool) or not isinstance(trial_repeats, int) or trial_repeats < 1:
+        raise ValueError(f"trial_repeats must be a positive int, got {trial_repeats!r}")
     rng = RngSnapshot()
     source, seen = iter(batches), []
     counter = itertools.count(1)
@@ -224,10 +230,11 @@ def suggest(
         if trials and optimizer is not None:
             candidates = trial_candidates(found.rules)
             if on_total is not None:
-                on_total(found.steps + steps * len(candidates))
+                on_total(found.steps + steps * len(candidates) * trial_repeats)
             tried = run_trials(
                 model, loss_fn, lambda: itertools.chain(list(seen), drawn()), optimizer,
                 candidates, steps=steps, norm_type=norm_type, tick=tick, restart=restart,
+                repeats=trial_repeats,
             )  # fmt: skip
             found = with_trials(found, tried)
     finally:

@@ -1,0 +1,66 @@
+"""How often would trials of k runs pick a threshold within 2 % of a sweep's best?
+
+Replays ``suggest --trials`` on the cells of a finished ``gradclip sweep``: a sweep cell
+at threshold c and seed s is a trial of c from seed s's initial weights (same batches,
+same steps), so its mean training loss over the second half of its steps is that
+trial's score. For every set of k seeds, the candidate with the lowest mean score is
+"picked" and judged by the sweep's mean validation perplexity over all seeds.
+
+    python benchmarks/trial_repeats_from_sweep.py SWEEP_DIR --candidates 7.4,8.61,9.49,3.61
+
+The first candidate is ``suggest``'s default recommendation. Prints, for k = 1 .. 4,
+the mean distance of the pick from the best threshold and the share of seed sets whose
+pick is within 2 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import statistics
+from pathlib import Path
+
+
+def read_cells(sweep: Path) -> dict[tuple[float, int], tuple[float, float]]:
+    """(threshold, seed) -> (validation perplexity, second-half mean training loss)."""
+    cells = {}
+    for cell in sorted(sweep.glob("*/cell.json")):
+        info = json.loads(cell.read_text())
+        metrics = cell.parent / "metrics.jsonl"
+        losses = [json.loads(line)["loss"] for line in metrics.read_text().splitlines()]
+        half = losses[len(losses) // 2 :]
+        score = statistics.fmean(half) if all(map(math.isfinite, half)) else math.inf
+        cells[(float(info["threshold"]), int(info["seed"]))] = (info["valid_ppl"], score)
+    if not cells:
+        raise SystemExit(f"{sweep}: no cells (*/cell.json)")
+    return cells
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("sweep", type=Path)
+    p.add_argument("--candidates", required=True, help="comma-separated thresholds")
+    args = p.parse_args()
+    cells = read_cells(args.sweep)
+    cands = [float(c) for c in args.candidates.split(",")]
+    seeds = sorted({s for _, s in cells})
+    thresholds = sorted({t for t, _ in cells})
+    valid = {t: statistics.fmean(cells[(t, s)][0] for s in seeds) for t in thresholds}
+    best = min(valid.values())
+    gap = 100 * (valid[cands[0]] / best - 1)
+    print(f"{len(seeds)} seeds; the default {cands[0]:g} is {gap:+.1f} % from the best")
+    print(" k  seed sets  mean distance of the pick  within 2 %")
+    for k in range(1, 5):
+        dist = []
+        for combo in itertools.combinations(seeds, k):
+            score = {c: statistics.fmean(cells[(c, s)][1] for s in combo) for c in cands}
+            pick = min(cands, key=score.__getitem__)
+            dist.append(100 * (valid[pick] / best - 1))
+        inside = sum(d <= 2 for d in dist) / len(dist)
+        print(f"{k:2d}  {len(dist):9d}  {statistics.fmean(dist):24.2f} %  {inside:9.0%}")
+
+
+if __name__ == "__main__":
+    main()
