@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradclip.clippers.options import positive_int
 from gradclip.diagnostics.plots import plot_norm_histogram
 from gradclip.diagnostics.probe import NormPass, RngSnapshot
 from gradclip.diagnostics.suggestion import Suggestion, explain, recommend, with_trials
@@ -192,10 +193,8 @@ def suggest(
         >>> s.steps, s.rule, s.threshold > 0, s.measured_clip
         (30, 'pascanu_mean', True, None)
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if isinstance(trial_repeats, bool) or not isinstance(trial_repeats, int) or trial_repeats < 1:
-        raise ValueError(f"trial_repeats must be a positive int, got {trial_repeats!r}")
+    positive_int(steps, "steps")
+    positive_int(trial_repeats, "trial_repeats")  # before the measurement, not after it
     rng = RngSnapshot()
     source, seen = iter(batches), []
     counter = itertools.count(1)

@@ -126,11 +126,15 @@ def with_trials(found: Suggestion, trials: list[Trial]) -> Suggestion:
     rec, old = by[best.rule], by[found.rule]
     listed = ", ".join(f"{t.threshold:.3g} ({t.rule}): {t.loss:.4g}" for t in trials)
     windows = len(best.losses)
-    on = f"on each of {windows} windows of batches" if windows > 1 else "on the same batches"
+    on, averaged = (
+        (f"on each of {windows} windows of batches", " (averaged over the windows)")
+        if windows > 1
+        else ("on the same batches", "")
+    )
     note = (
         f" Trials: each candidate trained {best.steps} steps from the same weights {on}, "
-        f"clipped at its threshold; mean training loss over the second half"
-        f"{' (averaged over the windows)' if windows > 1 else ''}: {listed}. The lowest decides."
+        f"clipped at its threshold; mean training loss over the second half{averaged}: "
+        f"{listed}. The lowest decides."
     )
     text = found.explanation.replace(recommended(old), recommended(rec))
     return dataclasses.replace(
