@@ -4,9 +4,12 @@ Replays ``suggest --trials`` on the cells of a finished ``gradclip sweep``: a sw
 at threshold c and seed s is a trial of c from seed s's initial weights (same batches,
 same steps), so its mean training loss over the second half of its steps is that
 trial's score. For every set of k seeds, the candidate with the lowest mean score is
-"picked" and judged by the sweep's mean validation perplexity over all seeds.
+"picked" and judged by the sweep's mean validation perplexity over all seeds. With
+``--margin F`` the pick replaces the first candidate only if its score is lower by more
+than the fraction F, as in ``suggest(trial_margin=F)`` (default 0: the lowest decides).
 
-    python benchmarks/trial_repeats_from_sweep.py SWEEP_DIR --candidates 7.4,8.61,9.49,3.61
+    python benchmarks/trial_repeats_from_sweep.py SWEEP_DIR --candidates 7.4,8.61,9.49,3.61 \
+        --margin 0.003
 
 The first candidate is ``suggest``'s default recommendation. Prints, for k = 1 .. 4,
 the mean distance of the pick from the best threshold and the share of seed sets whose
@@ -42,6 +45,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("sweep", type=Path)
     p.add_argument("--candidates", required=True, help="comma-separated thresholds")
+    p.add_argument("--margin", type=float, default=0.0, help="as suggest's trial_margin")
     args = p.parse_args()
     cells = read_cells(args.sweep)
     cands = [float(c) for c in args.candidates.split(",")]
@@ -50,13 +54,16 @@ def main() -> None:
     valid = {t: statistics.fmean(cells[(t, s)][0] for s in seeds) for t in thresholds}
     best = min(valid.values())
     gap = 100 * (valid[cands[0]] / best - 1)
-    print(f"{len(seeds)} seeds; the default {cands[0]:g} is {gap:+.1f} % from the best")
+    where = f"the default {cands[0]:g} is {gap:+.1f} % from the best"
+    print(f"{len(seeds)} seeds, margin {args.margin:g}; {where}")
     print(" k  seed sets  mean distance of the pick  within 2 %")
     for k in range(1, 5):
         dist = []
         for combo in itertools.combinations(seeds, k):
             score = {c: statistics.fmean(cells[(c, s)][1] for s in combo) for c in cands}
             pick = min(cands, key=score.__getitem__)
+            if not score[pick] < (1 - args.margin) * score[cands[0]]:
+                pick = cands[0]
             dist.append(100 * (valid[pick] / best - 1))
         inside = sum(d <= 2 for d in dist) / len(dist)
         print(f"{k:2d}  {len(dist):9d}  {statistics.fmean(dist):24.2f} %  {inside:9.0%}")

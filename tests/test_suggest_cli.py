@@ -62,17 +62,21 @@ def test_from_config_trains_unclipped(corpus, tmp_path, capsys):
 
 def test_trials_from_config_print_and_record_each_candidate(corpus, capsys):
     argv = ["suggest", "--config", "test", "--data", str(corpus), "--steps", "12", "--trials"]
-    flags = ["--set", "hidden_size=8", "--no-progress", "--threads", "1"]
+    flags = ["--set", "hidden_size=8", "--no-progress", "--threads", "1", "--trial-margin", "0"]
     assert main([*argv, *flags, "--json"]) == 0
     got = strict(capsys.readouterr().out)
     trials = got["trials"]
     assert trials and all(t["steps"] == 12 for t in trials)
     assert trials[0]["rule"] == "pascanu_mean"
-    best = min(trials, key=lambda t: t["loss"])
+    best = min(trials, key=lambda t: t["loss"])  # margin 0: the lowest decides
     assert (got["rule"], got["threshold"]) == (best["rule"], best["threshold"])
     assert main([*argv, *flags]) == 0
     text = capsys.readouterr().out
     assert "trial loss" in text and f"* {best['rule']}" in text and "Trials:" in text
+    # a margin wider than every gap keeps the mean norm
+    assert main([*argv, *flags[:-1], "0.99", "--json"]) == 0
+    kept = strict(capsys.readouterr().out)
+    assert kept["rule"] == "pascanu_mean" and kept["trials"] == trials
 
 
 def test_trial_repeats_score_each_candidate_on_consecutive_windows(corpus, capsys):
@@ -87,6 +91,21 @@ def test_trial_repeats_score_each_candidate_on_consecutive_windows(corpus, capsy
         assert b["losses"][0] == a["loss"] and len(b["losses"]) == 2
         assert b["loss"] == pytest.approx(sum(b["losses"]) / 2, rel=1e-12)
     assert "on each of 2 windows of batches" in two["explanation"]
+
+
+def test_trial_seeds_train_each_candidate_from_several_initialisations(corpus, capsys):
+    argv = ["suggest", "--config", "test", "--data", str(corpus), "--steps", "6", "--trials"]
+    flags = ["--set", "hidden_size=8", "--no-progress", "--threads", "1", "--json"]
+    assert main([*argv, *flags]) == 0
+    one = strict(capsys.readouterr().out)["trials"]
+    assert main([*argv, *flags, "--trial-seeds", "2"]) == 0
+    two = strict(capsys.readouterr().out)
+    # the config's seed comes first, so its run is the single trial, bit for bit
+    for a, b in zip(one, two["trials"], strict=True):
+        assert b["losses"][0] == a["loss"] and len(b["losses"]) == 2
+        assert b["losses"][1] != b["losses"][0]  # seed + 1 starts from other weights
+        assert b["loss"] == pytest.approx(sum(b["losses"]) / 2, rel=1e-12)
+    assert "from each of 2 initialisations on the same batches" in two["explanation"]
 
 
 @pytest.mark.parametrize(
@@ -129,6 +148,42 @@ def test_trial_repeats_score_each_candidate_on_consecutive_windows(corpus, capsy
             None,
             ["suggest", "--config", "test", "--data", "{data}", "--trial-repeats", "0"],
             "--trial-repeats must be a positive",
+        ),
+        (
+            None,
+            ["suggest", "--config", "test", "--data", "{data}", "--trial-seeds", "2"],
+            "--trial-seeds needs --trials",
+        ),
+        (
+            None,
+            ["suggest", "--config", "test", "--data", "{data}", "--trial-margin", "0.01"],
+            "--trial-margin needs --trials",
+        ),
+        (
+            None,
+            ["suggest", "--config", "test", "--data", "{data}", "--trials", "--trial-margin", "1"],
+            "--trial-margin must be a fraction in [0, 1)",
+        ),
+        (
+            None,
+            ["suggest", "--config", "test", "--data", "{data}", "--trial-seeds", "-1"],
+            "--trial-seeds must be a positive",
+        ),
+        (
+            None,
+            [
+                "suggest",
+                "--config",
+                "test",
+                "--data",
+                "{data}",
+                "--trials",
+                "--trial-seeds",
+                "2",
+                "--trial-repeats",
+                "2",
+            ],
+            "not both",
         ),
     ],
 )

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from gradclip.diagnostics.suggest import suggest
-from gradclip.diagnostics.suggestion import with_trials
+from gradclip.diagnostics.suggestion import TRIAL_MARGIN, with_trials
 from gradclip.diagnostics.thresholds import Rule
 from gradclip.diagnostics.trials import TRIAL_RULES, Trial, run_trials, trial_candidates
 
@@ -54,6 +54,13 @@ def reference_trial(model, data, lr, c, steps, start=0):
         opt.step()
     half = losses[steps // 2 :]
     return sum(half) / len(half)
+
+
+def expected_pick(trials: list[Trial], margin: float = TRIAL_MARGIN) -> Trial:
+    """The rule, restated: the lowest loss, unless it beats the mean norm's by under margin."""
+    lowest = min(trials, key=lambda t: t.loss)
+    mean = next(t for t in trials if t.rule == "pascanu_mean")
+    return lowest if lowest.loss < (1 - margin) * mean.loss else mean
 
 
 def rules(**thresholds: float) -> list[Rule]:
@@ -108,6 +115,53 @@ def test_repeats_train_each_candidate_on_consecutive_windows_and_average():
             suggest(model, mse, data, opt, steps=20, trials=True, trial_repeats=bad)
 
 
+def reseeded(model: nn.Linear, r: int) -> None:
+    """Trial init for repeat r: the weights nn.Linear draws under seed 100 + r."""
+    torch.manual_seed(100 + r)
+    model.reset_parameters()
+
+
+def test_init_repeats_train_from_each_initialisation_on_the_same_batches():
+    model, data = overshooting_problem()
+    before = copy.deepcopy(model.state_dict())
+    cands = rules(pascanu_mean=5.0, pascanu_half=0.5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    seen: list[int] = []
+
+    def init(m: nn.Module, r: int) -> None:
+        assert m is not model  # a fresh copy, never the caller's model
+        seen.append(r)
+        reseeded(m, r)
+
+    # 20 batches are enough for 3 repeats: every initialisation trains on the first 20
+    out = run_trials(
+        model, mse, lambda: iter(data[:20]), opt, cands, steps=20, repeats=3, init=init
+    )
+    assert seen == [0, 1, 2, 0, 1, 2]
+    for t in out:
+        by_hand = []
+        for r in range(3):
+            start = copy.deepcopy(model)
+            reseeded(start, r)
+            by_hand.append(reference_trial(start, data, 0.5, t.threshold, 20))
+        assert t.losses == pytest.approx(by_hand, rel=1e-5) and t.steps == 20
+        assert t.loss == pytest.approx(sum(by_hand) / 3, rel=1e-5)
+        assert len(set(t.losses)) == 3  # three initialisations, three different runs
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_suggest_trial_init_names_the_initialisations_and_restores_the_rng():
+    model, data = overshooting_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    torch.manual_seed(7)
+    rng = torch.get_rng_state()
+    s = suggest(model, mse, data, opt, steps=20, trials=True, trial_repeats=2, trial_init=reseeded)
+    assert torch.equal(torch.get_rng_state(), rng)  # the init's manual_seed is undone
+    assert all(len(t.losses) == 2 for t in s.trials)
+    assert "from each of 2 initialisations on the same batches" in s.explanation
+    assert "(averaged over them)" in s.explanation
+
+
 def test_suggest_trial_repeats_counts_every_window_in_the_progress_total():
     model, data = overshooting_problem()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -119,7 +173,7 @@ def test_suggest_trial_repeats_counts_every_window_in_the_progress_total():
     )  # fmt: skip
     assert totals == [s.steps + 20 * 3 * len(s.trials)] and ticks[-1] == totals[0]
     assert all(len(t.losses) == 3 for t in s.trials)
-    best = min(s.trials, key=lambda t: t.loss)
+    best = expected_pick(s.trials)
     assert (s.rule, s.threshold) == (best.rule, best.threshold)
     assert "on each of 3 windows of batches" in s.explanation
 
@@ -148,7 +202,8 @@ def test_trials_recommend_the_lowest_loss_and_leave_the_users_state_untouched():
     assert [t.rule for t in s.trials] == [r.name for r in trial_candidates(plain.rules)]
     for t in s.trials:
         assert t.loss == pytest.approx(reference_trial(model, data, 0.5, t.threshold, 40), rel=1e-5)
-    best = min(s.trials, key=lambda t: t.loss)
+    best = min(s.trials, key=lambda t: t.loss)  # and it beats the mean norm's by the margin
+    assert best.loss < (1 - TRIAL_MARGIN) * s.trials[0].loss
     assert (s.rule, s.threshold) == (best.rule, best.threshold)
     # on this overshooting problem a tighter clip (a shorter step) trains better
     assert s.threshold < plain.threshold and s.rule != plain.rule
@@ -166,6 +221,39 @@ def test_every_trial_failing_keeps_the_measured_recommendation():
     kept = with_trials(found, failed)
     assert (kept.rule, kept.threshold) == (found.rule, found.threshold)
     assert kept.trials == failed and "stays as measured" in kept.explanation
+
+
+def test_a_lower_trial_loss_replaces_the_mean_norm_only_beyond_the_margin():
+    model, data = overshooting_problem()
+    found = suggest(model, mse, data, torch.optim.SGD(model.parameters(), lr=0.5), steps=20)
+    half = next(r for r in found.rules if r.name == "pascanu_half")
+
+    def trials(mean_loss: float, half_loss: float) -> list[Trial]:
+        return [
+            Trial("pascanu_mean", found.threshold, mean_loss, 3),
+            Trial("pascanu_half", half.threshold, half_loss, 3),
+        ]
+
+    close = with_trials(found, trials(100.0, 99.8))  # 0.2 % lower: within 0.3 %
+    assert close.rule == "pascanu_mean" and "lower by only 0.20%" in close.explanation
+    assert f"max_norm = {found.threshold:.3g} (" in close.explanation
+    far = with_trials(found, trials(100.0, 99.6))  # 0.4 % lower
+    assert (far.rule, far.threshold) == ("pascanu_half", half.threshold)
+    assert with_trials(found, trials(100.0, 99.8), margin=0.0).rule == "pascanu_half"
+    assert with_trials(found, trials(math.inf, 500.0)).rule == "pascanu_half"  # mean failed
+    for t in (trials(100.0, 99.8), trials(100.0, 99.6)):
+        assert with_trials(found, t).rule == expected_pick(t).rule
+    for bad in (-0.1, 1.0, math.nan, True):
+        with pytest.raises((ValueError, TypeError), match="trial_margin must be"):
+            suggest(
+                model,
+                mse,
+                data,
+                torch.optim.SGD(model.parameters(), lr=0.5),
+                steps=5,
+                trials=True,
+                trial_margin=bad,
+            )
 
 
 def test_no_optimizer_runs_no_trials():

@@ -126,6 +126,26 @@ def positive_float(text: str) -> float:
     return float(_number(float, text, rule, lambda v: math.isfinite(v) and v > 0))
 
 
+def fraction(text: str) -> float:
+    """``type=`` for a number in [0, 1) (``nan``, negatives and 1 rejected).
+
+    Args:
+        text: the flag's value.
+
+    Returns:
+        The number.
+
+    Example:
+        >>> fraction("0.003")
+        0.003
+        >>> fraction("-0.1")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: must be a fraction in [0, 1), got '-0.1'
+    """
+    return float(_number(float, text, "a fraction in [0, 1)", lambda v: 0 <= v < 1))
+
+
 def add_command(subparsers: Any, name: str, help: str, description: str | None = None) -> Parser:
     """Add sub-command ``name`` with the shared one-line errors and defaults in help.
 

@@ -7,7 +7,9 @@ Two sources of norms:
   if the norm explodes, the rest of the ``N`` steps train again from the start under
   a conservative clip, and their pre-clip norms are used;
 * ``--trials`` then trains each candidate threshold for ``N`` steps from the same start
-  and recommends the one with the lowest training loss;
+  and recommends the one with the lowest training loss (if it beats the mean norm's by
+  ``--trial-margin``); ``--trial-seeds K`` trains each
+  from the initial weights of K seeds instead, and ``--trial-repeats K`` on K windows;
 * ``gradclip suggest RUN_DIR``: reads the pre-clip norms already recorded in the
   run's ``metrics.jsonl``; no training.
 
@@ -31,6 +33,7 @@ from gradclip.cli.flags import (
     add_device_flags,
     add_progress_flag,
     device_from_args,
+    fraction,
     positive_int,
 )
 from gradclip.clippers.options import suggest as suggest_name
@@ -40,6 +43,7 @@ from gradclip.diagnostics.suggest import (
     suggest,
     suggest_from_norms,
 )
+from gradclip.diagnostics.suggestion import TRIAL_MARGIN
 from gradclip.errors import UserError
 from gradclip.lm.config import FIELDS
 
@@ -107,6 +111,23 @@ def register(subparsers: Any) -> None:
         help="with --trials, train each candidate on K consecutive windows of --steps batches "
         "and score it by the mean (K times the trials' cost; default 1)",
     )
+    p.add_argument(
+        "--trial-seeds",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="with --trials, train each candidate from the initial weights of K seeds (the "
+        "config's seed and the K-1 after it) on the same batches and score it by the mean "
+        "(K times the trials' cost)",
+    )
+    p.add_argument(
+        "--trial-margin",
+        type=fraction,
+        default=TRIAL_MARGIN,
+        metavar="F",
+        help="with --trials, the lowest trial loss replaces the mean norm only if lower by "
+        f"more than this fraction (default {TRIAL_MARGIN:g}; 0: the lowest always decides)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", metavar="DIR", help="write DIR/suggest.png (norm histogram)")
     add_device_flags(p)
@@ -147,8 +168,7 @@ def _train(args: argparse.Namespace) -> tuple[Suggestion, str]:
     device = device_from_args(args)
     cfg, _ = load_config(args.config, parse_set(args.set))
     corpus = load_corpus(args.data, vocab_size=cfg.vocab_size)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, corpus.vocab_size, device)
+    model = build_model(cfg, corpus.vocab_size, device, seed=cfg.seed)
     batches = Batches(corpus.train, cfg.batch_size, cfg.num_steps).to(device)
     state = {"h": model.init_state(cfg.batch_size)}
 
@@ -156,6 +176,11 @@ def _train(args: argparse.Namespace) -> tuple[Suggestion, str]:
         logits, state["h"] = m(batch[0], detach_state(state["h"]))
         loss: torch.Tensor = tf_cost(logits, batch[1])
         return loss
+
+    def seeded_init(m: torch.nn.Module, r: int) -> None:
+        """Loads the weights a training run of seed ``cfg.seed + r`` starts from."""
+        start = build_model(cfg, corpus.vocab_size, device, seed=cfg.seed + r)
+        m.load_state_dict(start.state_dict())
 
     opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate)
     steps = min(args.steps, len(batches))
@@ -175,7 +200,9 @@ def _train(args: argparse.Namespace) -> tuple[Suggestion, str]:
             progress=lambda i: bar.update(1) if bar else None,
             restart=lambda: state.update(h=model.init_state(cfg.batch_size)),
             trials=args.trials,
-            trial_repeats=args.trial_repeats,
+            trial_repeats=args.trial_seeds or args.trial_repeats,
+            trial_init=seeded_init if args.trial_seeds else None,
+            trial_margin=args.trial_margin,
             on_total=lambda n: _set_total(bar, n),
         )
     finally:
@@ -214,6 +241,12 @@ def _run_suggest(args: argparse.Namespace) -> int:
         raise UserError("--trials trains the candidates: use it with --config/--data, not RUN_DIR")
     if args.trial_repeats != 1 and not args.trials:
         raise UserError("--trial-repeats needs --trials")
+    if args.trial_margin != TRIAL_MARGIN and not args.trials:
+        raise UserError("--trial-margin needs --trials")
+    if args.trial_seeds is not None and not args.trials:
+        raise UserError("--trial-seeds needs --trials")
+    if args.trial_seeds is not None and args.trial_repeats != 1:
+        raise UserError("give --trial-seeds or --trial-repeats, not both")
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: not a directory")

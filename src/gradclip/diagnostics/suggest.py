@@ -15,7 +15,7 @@ a sufficiently large number of updates"): it sits a little above the typical
 alone and caps the spikes. ``docs/choosing-a-threshold.md`` measures it, and the
 earlier ``2 × median``, against sweeps of fixed thresholds in two settings. With
 ``trials=True`` the candidates are also trained, and the lowest training loss decides
-(:mod:`gradclip.diagnostics.trials`).
+when it beats the mean norm's by a margin (:mod:`gradclip.diagnostics.trials`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gradclip.clippers.options import positive_int
+from gradclip.clippers.options import number_in, positive_int
 from gradclip.diagnostics.plots import plot_norm_histogram
 from gradclip.diagnostics.probe import NormPass, RngSnapshot
-from gradclip.diagnostics.suggestion import Suggestion, explain, recommend, with_trials
+from gradclip.diagnostics.suggestion import (
+    TRIAL_MARGIN,
+    Suggestion,
+    explain,
+    recommend,
+    with_trials,
+)
 from gradclip.diagnostics.thresholds import first_explosion, threshold_rules
 from gradclip.diagnostics.trials import run_trials, trial_candidates
 from gradclip.monitor import EventRules, percentile
@@ -132,6 +138,8 @@ def suggest(
     restart: Callable[[], None] | None = None,
     trials: bool = False,
     trial_repeats: int = 1,
+    trial_init: Callable[[torch.nn.Module, int], None] | None = None,
+    trial_margin: float = TRIAL_MARGIN,
     on_total: Callable[[int], None] | None = None,
     **rule_options: Any,
 ) -> Suggestion:
@@ -170,11 +178,20 @@ def suggest(
             recurrent state that ``loss_fn`` carries from batch to batch.
         trials: then train each candidate threshold for ``steps`` steps on a fresh copy,
             from the same weights on the same batches, and recommend the one with the
-            lowest training loss (:mod:`gradclip.diagnostics.trials`; up to five times
-            the cost of the measurement).
+            lowest training loss, if it beats the mean norm's by ``trial_margin``
+            (:mod:`gradclip.diagnostics.trials`; up to five times the cost of the
+            measurement).
         trial_repeats: with ``trials``, train each candidate on this many consecutive
             windows of ``steps`` batches and score it by the mean (``batches`` must then
             yield ``trial_repeats * steps``); each repeat costs as much again.
+        trial_init: with ``trials``, make the repeats trials from several
+            initialisations instead: ``trial_init(copy, r)`` sets the fresh copy's weights
+            in place for repeat ``r`` (0 … ``trial_repeats`` - 1), and every repeat trains
+            on the first ``steps`` batches. For a model you build from a seed, load the
+            weights that seed ``seed + r`` gives (``gradclip suggest --trial-seeds``).
+        trial_margin: with ``trials``, the lowest trial loss replaces the mean norm only
+            if it is lower than the mean norm's by more than this fraction (default
+            0.3 %; 0: the lowest always decides).
         on_total: called once with the number of steps in all, when trials add theirs
             (for a progress bar).
         **rule_options: passed to :func:`~gradclip.diagnostics.thresholds.threshold_rules`.
@@ -195,6 +212,7 @@ def suggest(
     """
     positive_int(steps, "steps")
     positive_int(trial_repeats, "trial_repeats")  # before the measurement, not after it
+    number_in(0, 1, hi_open=True)(trial_margin, "trial_margin")
     rng = RngSnapshot()
     source, seen = iter(batches), []
     counter = itertools.count(1)
@@ -233,9 +251,11 @@ def suggest(
             tried = run_trials(
                 model, loss_fn, lambda: itertools.chain(list(seen), drawn()), optimizer,
                 candidates, steps=steps, norm_type=norm_type, tick=tick, restart=restart,
-                repeats=trial_repeats,
+                repeats=trial_repeats, init=trial_init,
             )  # fmt: skip
-            found = with_trials(found, tried)
+            found = with_trials(
+                found, tried, from_inits=trial_init is not None, margin=trial_margin
+            )
     finally:
         rng.restore()
     return found

@@ -2,7 +2,8 @@
 
 The recommendation is Pascanu's heuristic, the mean norm of healthy training (Pascanu,
 Mikolov & Bengio 2013, §3.2), unless trials (:mod:`gradclip.diagnostics.trials`) trained
-the candidates and one had a lower training loss.
+the candidates and one had a training loss lower than the mean norm's by more than
+:data:`TRIAL_MARGIN`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ from gradclip.diagnostics.thresholds import Rule
 from gradclip.diagnostics.trials import Trial
 from gradclip.monitor import EventRules, percentile
 
-__all__ = ["RECOMMENDED_RULE", "Suggestion", "explain", "recommend", "recommended", "with_trials"]
+__all__ = [
+    "RECOMMENDED_RULE", "TRIAL_MARGIN", "Suggestion", "explain", "recommend", "recommended",
+    "with_trials",
+]  # fmt: skip
 
 RECOMMENDED_RULE = "pascanu_mean"
+# A candidate's trial loss must beat the mean norm's by this fraction to replace it:
+# smaller gaps are within the runs' noise (docs/choosing-a-threshold.md, "A margin").
+TRIAL_MARGIN = 0.003
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class Suggestion:
             re-measured (else empty).
         trials: with ``suggest(trials=True)``, each candidate's
             :class:`~gradclip.diagnostics.trials.Trial`; the recommendation is then the
-            one with the lowest training loss.
+            one with the lowest training loss, if it beats the mean norm's by the margin.
     """
 
     threshold: float
@@ -115,26 +122,59 @@ def recommended(rec: Rule) -> str:
     )
 
 
-def with_trials(found: Suggestion, trials: list[Trial]) -> Suggestion:
-    """``found`` with the trials' winner as the recommendation (unless every trial failed)."""
+def with_trials(
+    found: Suggestion,
+    trials: list[Trial],
+    *,
+    from_inits: bool = False,
+    margin: float = TRIAL_MARGIN,
+) -> Suggestion:
+    r"""``found`` with the trials' winner as the recommendation.
+
+    The winner is the trial with the lowest loss :math:`L^*`. It replaces the measured
+    recommendation (loss :math:`L_0`) only if :math:`L^* < (1 - \text{margin})\,L_0`, or
+    if the measured one's trial failed; if every trial failed, nothing changes.
+
+    Args:
+        found: the measured suggestion.
+        trials: the candidates' trials (:func:`~gradclip.diagnostics.trials.run_trials`).
+        from_inits: the repeats were trials from several initialisations.
+        margin: the relative margin (>= 0; 0: the lowest loss always decides).
+
+    Returns:
+        The suggestion, with ``trials`` and the trials' sentence in its explanation.
+    """
     ok = [t for t in trials if math.isfinite(t.loss)]
     if not ok:
         note = " Every trial's loss stopped being finite, so the recommendation stays as measured."
         return dataclasses.replace(found, trials=trials, explanation=found.explanation + note)
     best = min(ok, key=lambda t: t.loss)
+    measured = next((t for t in ok if t.rule == found.rule), None)
     by = {r.name: r for r in found.rules}
-    rec, old = by[best.rule], by[found.rule]
-    listed = ", ".join(f"{t.threshold:.3g} ({t.rule}): {t.loss:.4g}" for t in trials)
-    windows = len(best.losses)
-    on, averaged = (
-        (f"on each of {windows} windows of batches", " (averaged over the windows)")
-        if windows > 1
-        else ("on the same batches", "")
-    )
+    old = by[found.rule]
+    decides = f"The lowest replaces {found.rule} only if lower by more than {margin:.1%}."
+    if (
+        measured is not None
+        and best is not measured
+        and not best.loss < (1 - margin) * measured.loss
+    ):
+        decides = decides[:-1] + (
+            f": {best.threshold:.3g} ({best.rule}) was lower by only "
+            f"{1 - best.loss / measured.loss:.2%}, within the runs' noise, so {found.rule} stays."
+        )
+        best = measured
+    rec = by[best.rule]
+    listed = ", ".join(f"{t.threshold:.3g} ({t.rule}): {t.loss:.5g}" for t in trials)
+    runs = len(best.losses)
+    start, on, averaged = "from the same weights", "on the same batches", ""
+    if runs > 1 and from_inits:
+        start, averaged = f"from each of {runs} initialisations", " (averaged over them)"
+    elif runs > 1:
+        on, averaged = f"on each of {runs} windows of batches", " (averaged over the windows)"
     note = (
-        f" Trials: each candidate trained {best.steps} steps from the same weights {on}, "
+        f" Trials: each candidate trained {best.steps} steps {start} {on}, "
         f"clipped at its threshold; mean training loss over the second half{averaged}: "
-        f"{listed}. The lowest decides."
+        f"{listed}. {decides}"
     )
     text = found.explanation.replace(recommended(old), recommended(rec))
     return dataclasses.replace(

@@ -5,7 +5,8 @@ A statistic of the norms cannot tell when the best clip is a cut of the learning
 is half the mean norm, and it clips 99 % of the steps). A trial settles it by
 measurement: each candidate :math:`c` trains a fresh copy for the same ``steps``, from
 the same weights, on the same batches, with the global norm clipped at :math:`c`; the
-candidate with the lowest mean training loss over the second half of its steps wins.
+candidate with the lowest mean training loss over the second half of its steps wins,
+if it beats the mean norm's by :data:`~gradclip.diagnostics.suggestion.TRIAL_MARGIN`.
 The batches are shared, so the comparison is paired: every candidate is scored on the
 same data.
 
@@ -16,7 +17,9 @@ training loss. With ``repeats`` = :math:`k` each candidate trains :math:`k` time
 the same weights, on :math:`k` consecutive windows of ``steps`` batches (window
 :math:`r` is batches :math:`r \cdot steps + 1 \ldots (r + 1) \cdot steps`), and its score
 is the mean over the windows. (Measured on A, three windows did not change that pick:
-the docs' "Trials of several runs".)
+the docs' "Trials of several runs".) With ``init`` the repeats are trials from several
+initialisations instead: repeat :math:`r` trains on the first ``steps`` batches from the
+weights ``init(copy, r)`` sets, which is what the twelve-seed sweeps replay.
 
 The candidates are the rules of :mod:`gradclip.diagnostics.thresholds` inside
 Pascanu et al.'s working range ("values from half to ten times this average can still
@@ -110,6 +113,7 @@ def run_trials(
     tick: Callable[[], None] = lambda: None,
     restart: Callable[[], None] | None = None,
     repeats: int = 1,
+    init: Callable[[torch.nn.Module, int], None] | None = None,
 ) -> list[Trial]:
     r"""Train each candidate on a fresh copy and score it (see the module docstring).
 
@@ -128,7 +132,11 @@ def run_trials(
         norm_type: order of the norm.
         tick: called after every step.
         restart: called before every trial (e.g. to reset a carried recurrent state).
-        repeats: windows of ``steps`` batches each candidate trains on (>= 1).
+        repeats: runs per candidate (>= 1): consecutive windows of ``steps`` batches,
+            or with ``init`` initialisations.
+        init: ``(copy, r) -> None`` sets the fresh copy's weights, in place, for repeat
+            ``r`` (0 … ``repeats`` - 1) before it trains; every repeat then uses the same
+            first ``steps`` batches. ``None``: every repeat starts from ``model``'s weights.
 
     Returns:
         One :class:`Trial` per candidate, in order.
@@ -158,7 +166,7 @@ def run_trials(
             for r in range(repeats):
                 score, done = _one_trial(
                     model, loss_fn, batches, optimizer, rule.threshold, steps, r, norm_type,
-                    tick, restart, rng,
+                    tick, restart, rng, init,
                 )  # fmt: skip
                 scores.append(score)
             loss = statistics.fmean(scores) if all(map(math.isfinite, scores)) else math.inf
@@ -180,15 +188,21 @@ def _one_trial(
     tick: Callable[[], None],
     restart: Callable[[], None] | None,
     rng: RngSnapshot,
+    init: Callable[[torch.nn.Module, int], None] | None,
 ) -> tuple[float, int]:
-    """Train a fresh copy clipped at ``clip_at`` on window ``window`` of the batches;
+    """Train a fresh copy clipped at ``clip_at`` for repeat ``window``: from the weights
+    ``init`` sets on the first batches, or without it on that window of the batches;
     returns its score (``inf`` if it diverged) and the steps it took."""
     rng.restore()
     if restart is not None:
         restart()
     run = NormPass(model, optimizer, norm_type, clip_at=clip_at)
-    run.run(loss_fn, itertools.islice(batches(), window * steps, None), steps, tick)
-    if run.diverged_at is None and run.done < steps and window > 0:
+    skip = window * steps
+    if init is not None:
+        init(run.model, window)
+        skip = 0
+    run.run(loss_fn, itertools.islice(batches(), skip, None), steps, tick)
+    if run.diverged_at is None and run.done < steps and skip > 0:
         raise ValueError(
             f"trials: repeat {window + 1} needs batches {window * steps + 1}-"
             f"{(window + 1) * steps}, but the batches ran out after {window * steps + run.done}"

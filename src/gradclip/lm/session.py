@@ -126,14 +126,19 @@ def make_optimizer(
     return gradclip.ClippedOptimizer(sgd, clipper)
 
 
-def build_model(cfg: LMConfig, vocab_size: int, device: torch.device) -> PTBModel:
+def build_model(
+    cfg: LMConfig, vocab_size: int, device: torch.device, *, seed: int | None = None
+) -> PTBModel:
     """``PTBModel.from_config(cfg, vocab_size)`` on ``device``; running out of memory
-    is a UserError saying how big the model was.
+    is a UserError saying how big the model was. With ``seed``, ``torch.manual_seed(seed)``
+    first: the weights a training run of that seed starts from (``gradclip train`` and
+    ``gradclip suggest --trial-seeds`` both build them here).
 
     Args:
         cfg: the config.
         vocab_size: V.
         device: where the model goes.
+        seed: seeds torch's RNG before the weights are drawn (``None``: as it is).
 
     Returns:
         The model.
@@ -144,6 +149,8 @@ def build_model(cfg: LMConfig, vocab_size: int, device: torch.device) -> PTBMode
         >>> build_model(cfg, 10, torch.device("cpu")).hidden_size
         2
     """
+    if seed is not None:
+        torch.manual_seed(seed)
     try:
         return PTBModel.from_config(cfg, vocab_size).to(device)
     except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:

@@ -146,8 +146,7 @@ def _train(
     corpus = data
     check_corpus(corpus, cfg.batch_size, cfg.num_steps)
     path = par.broadcast(Path(run_dir) if run_dir is not None else default_run_dir(label))
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, corpus.vocab_size, device)
+    model = build_model(cfg, corpus.vocab_size, device, seed=cfg.seed)
     optimizer = make_optimizer(model, cfg, clipper)
     state = TrainState()
     step0 = checkpoint_bytes(state.checkpoint(cfg, model, optimizer, device)) if par.writer else b""
