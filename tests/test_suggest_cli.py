@@ -79,112 +79,53 @@ def test_trials_from_config_print_and_record_each_candidate(corpus, capsys):
     assert kept["rule"] == "pascanu_mean" and kept["trials"] == trials
 
 
-def test_trial_repeats_score_each_candidate_on_consecutive_windows(corpus, capsys):
+@pytest.mark.parametrize(
+    ("flag", "wording"),
+    [
+        ("--trial-repeats", "on each of 2 windows of batches"),
+        ("--trial-seeds", "from each of 2 initialisations on the same batches"),
+    ],
+)
+def test_two_runs_per_trial_start_with_the_single_trial_and_average(corpus, capsys, flag, wording):
     argv = ["suggest", "--config", "test", "--data", str(corpus), "--steps", "6", "--trials"]
     flags = ["--set", "hidden_size=8", "--no-progress", "--threads", "1", "--json"]
     assert main([*argv, *flags]) == 0
     one = strict(capsys.readouterr().out)["trials"]
-    assert main([*argv, *flags, "--trial-repeats", "2"]) == 0
+    assert main([*argv, *flags, flag, "2"]) == 0
     two = strict(capsys.readouterr().out)
-    # the first window is the single trial, bit for bit; the score is the windows' mean
+    # run 1 (window 1; the config's own seed) is the single trial, bit for bit; run 2 (the
+    # next window; seed + 1's weights) is another run; the score is their mean
     for a, b in zip(one, two["trials"], strict=True):
         assert b["losses"][0] == a["loss"] and len(b["losses"]) == 2
+        assert b["losses"][1] != b["losses"][0]
         assert b["loss"] == pytest.approx(sum(b["losses"]) / 2, rel=1e-12)
-    assert "on each of 2 windows of batches" in two["explanation"]
+    assert wording in two["explanation"]
 
 
-def test_trial_seeds_train_each_candidate_from_several_initialisations(corpus, capsys):
-    argv = ["suggest", "--config", "test", "--data", str(corpus), "--steps", "6", "--trials"]
-    flags = ["--set", "hidden_size=8", "--no-progress", "--threads", "1", "--json"]
-    assert main([*argv, *flags]) == 0
-    one = strict(capsys.readouterr().out)["trials"]
-    assert main([*argv, *flags, "--trial-seeds", "2"]) == 0
-    two = strict(capsys.readouterr().out)
-    # the config's seed comes first, so its run is the single trial, bit for bit
-    for a, b in zip(one, two["trials"], strict=True):
-        assert b["losses"][0] == a["loss"] and len(b["losses"]) == 2
-        assert b["losses"][1] != b["losses"][0]  # seed + 1 starts from other weights
-        assert b["loss"] == pytest.approx(sum(b["losses"]) / 2, rel=1e-12)
-    assert "from each of 2 initialisations on the same batches" in two["explanation"]
+FRESH = "suggest --config test --data {data}"  # measure a fresh model of the test config
 
 
 @pytest.mark.parametrize(
     ("make", "argv", "message"),
     [
-        (None, ["suggest", "{tmp}/nope"], "run directory not found"),
-        ("nometrics", ["suggest", "{tmp}/run"], "no metrics"),
-        ("empty", ["suggest", "{tmp}/run"], "no metrics"),
-        (None, ["suggest"], "give a RUN_DIR"),
-        (None, ["suggest", "--config", "test"], "needs --data"),
-        ("nometrics", ["suggest", "{tmp}/run", "--config", "test"], "not both"),
-        (None, ["suggest", "--config", "test", "--data", "{data}", "--set", "lr"], "KEY=VALUE"),
-        (
-            None,
-            ["suggest", "--config", "test", "--data", "{data}", "--set", "hidden=2"],
-            "did you mean",
-        ),
-        (None, ["suggest", "--config", "test", "--data", "{data}", "--steps", "0"], "--steps"),
-        ("nometrics", ["suggest", "{tmp}/run", "--trials"], "--trials trains"),
-        (
-            None,
-            ["suggest", "--config", "test", "--data", "{data}", "--trial-repeats", "2"],
-            "needs --trials",
-        ),
-        (
-            None,
-            [
-                "suggest",
-                "--config",
-                "test",
-                "--data",
-                "{data}",
-                "--trials",
-                "--trial-repeats",
-                "100000",
-            ],
-            "training batches; the corpus has",
-        ),
-        (
-            None,
-            ["suggest", "--config", "test", "--data", "{data}", "--trial-repeats", "0"],
-            "--trial-repeats must be a positive",
-        ),
-        (
-            None,
-            ["suggest", "--config", "test", "--data", "{data}", "--trial-seeds", "2"],
-            "--trial-seeds needs --trials",
-        ),
-        (
-            None,
-            ["suggest", "--config", "test", "--data", "{data}", "--trial-margin", "0.01"],
-            "--trial-margin needs --trials",
-        ),
-        (
-            None,
-            ["suggest", "--config", "test", "--data", "{data}", "--trials", "--trial-margin", "1"],
-            "--trial-margin must be a fraction in [0, 1)",
-        ),
-        (
-            None,
-            ["suggest", "--config", "test", "--data", "{data}", "--trial-seeds", "-1"],
-            "--trial-seeds must be a positive",
-        ),
-        (
-            None,
-            [
-                "suggest",
-                "--config",
-                "test",
-                "--data",
-                "{data}",
-                "--trials",
-                "--trial-seeds",
-                "2",
-                "--trial-repeats",
-                "2",
-            ],
-            "not both",
-        ),
+        (None, "suggest {tmp}/nope", "run directory not found"),
+        ("nometrics", "suggest {tmp}/run", "no metrics"),
+        ("empty", "suggest {tmp}/run", "no metrics"),
+        (None, "suggest", "give a RUN_DIR"),
+        (None, "suggest --config test", "needs --data"),
+        ("nometrics", "suggest {tmp}/run --config test", "not both"),
+        (None, f"{FRESH} --set lr", "KEY=VALUE"),
+        (None, f"{FRESH} --set hidden=2", "did you mean"),
+        (None, f"{FRESH} --steps 0", "--steps"),
+        ("nometrics", "suggest {tmp}/run --trials", "--trials trains"),
+        (None, f"{FRESH} --trial-repeats 2", "needs --trials"),
+        (None, f"{FRESH} --trials --trial-repeats 100000", "training batches; the corpus has"),
+        (None, f"{FRESH} --trial-repeats 0", "--trial-repeats must be a positive"),
+        (None, f"{FRESH} --trial-seeds 2", "--trial-seeds needs --trials"),
+        (None, f"{FRESH} --trial-margin 0.01", "--trial-margin needs --trials"),
+        (None, f"{FRESH} --trials --trial-margin 1", "--trial-margin must be a fraction in [0, 1)"),
+        (None, f"{FRESH} --trial-seeds -1", "--trial-seeds must be a positive"),
+        (None, f"{FRESH} --trials --trial-seeds 2 --trial-repeats 2", "not both"),
     ],
 )
 def test_bad_input_one_line_exit_2(corpus, tmp_path, capsys, make, argv, message):
@@ -192,7 +133,7 @@ def test_bad_input_one_line_exit_2(corpus, tmp_path, capsys, make, argv, message
         tiny_run(corpus, tmp_path / "run", metrics=make != "nometrics")
         if make == "empty":
             (tmp_path / "run" / "metrics.jsonl").write_text("")
-    argv = [a.format(tmp=tmp_path, data=corpus) for a in argv]
+    argv = [a.format(tmp=tmp_path, data=corpus) for a in argv.split()]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
