@@ -7,9 +7,9 @@ Two sources of norms:
   if the norm explodes, the rest of the ``N`` steps train again from the start under
   a conservative clip, and their pre-clip norms are used;
 * ``--trials`` then trains each candidate threshold for ``N`` steps from the same start
-  and recommends the one with the lowest training loss (if it beats the mean norm's by
-  ``--trial-margin``); ``--trial-seeds K`` trains each
-  from the initial weights of K seeds instead, and ``--trial-repeats K`` on K windows;
+  and recommends the one with the lowest training loss, if it beats the mean norm's by
+  ``--trial-margin``; ``--trial-seeds K`` trains each from the initial weights of K
+  seeds, ``--trial-repeats K`` on K windows of batches;
 * ``gradclip suggest RUN_DIR``: reads the pre-clip norms already recorded in the
   run's ``metrics.jsonl``; no training.
 

@@ -143,6 +143,15 @@ def with_trials(
 
     Returns:
         The suggestion, with ``trials`` and the trials' sentence in its explanation.
+
+    Example:
+        >>> from gradclip.diagnostics.suggest import suggest_from_norms
+        >>> found = suggest_from_norms([4.0, 5.0, 6.0, 5.0])  # the mean norm: 5
+        >>> half = Trial("pascanu_half", 2.5, 99.8, 10)
+        >>> with_trials(found, [Trial("pascanu_mean", 5.0, 100.0, 10), half]).threshold
+        5.0
+        >>> with_trials(found, [Trial("pascanu_mean", 5.0, 100.0, 10), half], margin=0).rule
+        'pascanu_half'
     """
     ok = [t for t in trials if math.isfinite(t.loss)]
     if not ok:
@@ -152,14 +161,12 @@ def with_trials(
     measured = next((t for t in ok if t.rule == found.rule), None)
     by = {r.name: r for r in found.rules}
     old = by[found.rule]
-    decides = f"The lowest replaces {found.rule} only if lower by more than {margin:.1%}."
-    if (
-        measured is not None
-        and best is not measured
-        and not best.loss < (1 - margin) * measured.loss
-    ):
-        decides = decides[:-1] + (
-            f": {best.threshold:.3g} ({best.rule}) was lower by only "
+    rule = f"replaces {found.rule} only if lower by more than {margin:.1%}"
+    decides = f"The lowest {rule}." if margin > 0 else "The lowest decides."
+    close = measured is not None and not best.loss < (1 - margin) * measured.loss
+    if measured is not None and close and best is not measured:
+        decides = (
+            f"The lowest {rule}: {best.threshold:.3g} ({best.rule}) was lower by only "
             f"{1 - best.loss / measured.loss:.2%}, within the runs' noise, so {found.rule} stays."
         )
         best = measured
