@@ -35,6 +35,11 @@ clips' norm and coefficient (at the threshold and at half the norm) are checked
 against the ``norm`` clipper's own on a copy of the same gradients (outside the
 timing).
 
+After every round, outside the variants' timings, the floor of any clip that reads
+the gradients once more is timed on the last step's gradients: ``sum`` (one read per
+tensor, an add per element: the cheapest reduction torch has), ``_foreach_norm`` (the
+clippers' norm pass alone) and a BLAS ``dot(g, g)`` per tensor.
+
 Run: ``.venv/bin/python benchmarks/bench_monitor.py --threads 2 --rounds 150``
 (only on a quiet machine: ``uptime`` load below 1.5).
 """
@@ -166,6 +171,7 @@ def main() -> None:
     opt_t: dict[str, list[float]] = {n: [] for n in names}
     checked: list[float] = []
     hook_t: list[float] = []
+    floor_t: dict[str, list[float]] = {"sum": [], "foreach_norm": [], "dot": []}
     i = 0
     for r in range(args.rounds + args.warmup):
         order = names[r % len(names) :] + names[: r % len(names)]
@@ -192,6 +198,8 @@ def main() -> None:
                     hook_t.append(hooks.hook_s)
             if name.startswith("clip-") and r % 10 == 0:  # fused plain SGD left .grad unclipped
                 checked.append(steppers[name].check())
+        if r >= args.warmup:
+            _time_read_floor([p.grad for p in model.parameters()], floor_t)
     hooks.active = False
     # flush cost in isolation: 50 buffered steps (one host read, grouping, events)
     flush_ms = {}
@@ -240,6 +248,9 @@ def main() -> None:
         f"torch-clip vs sgd: opt.step {torch_cost:+.3f} ms = {torch_cost / step:.2%} of the step"
         f" (torch's clip_grad_norm_ reads the gradients twice and writes them once)"
     )
+    for n, ts in floor_t.items():
+        ms = statistics.median(ts) * 1e3
+        print(f"read floor, {n} over the gradients: {ms:.3f} ms = {ms / step:.2%} of the step")
     for n, mon in monitors.items():
         extra = med_opt[n] - med_opt["clip"]
         amort = flush_ms[n] / 50
@@ -255,6 +266,19 @@ def main() -> None:
             f"monitor + clip = {(total + clip_cost) / step:.2%}; against torch-clip "
             f"{vs_torch:+.3f} ms = {vs_torch / step:+.2%}"
         )
+
+
+def _time_read_floor(grads: list[Any], into: dict[str, list[float]]) -> None:
+    """Time one read of every gradient three ways (see the module docstring)."""
+    reads = {
+        "sum": lambda: [g.sum() for g in grads],
+        "foreach_norm": lambda: torch._foreach_norm(grads),
+        "dot": lambda: [torch.dot(g.view(-1), g.view(-1)) for g in grads],
+    }
+    for name, read in reads.items():
+        t0 = time.perf_counter()
+        read()
+        into[name].append(time.perf_counter() - t0)
 
 
 def _observation(opt: Any, model: torch.nn.Module) -> Any:
