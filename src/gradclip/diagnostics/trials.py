@@ -21,11 +21,13 @@ the docs' "Trials of several runs".) With ``init`` the repeats are trials from s
 initialisations instead: repeat :math:`r` trains on the first ``steps`` batches from the
 weights ``init(copy, r)`` sets, which is what the twelve-seed sweeps replay.
 
-The candidates are the rules of :mod:`gradclip.diagnostics.thresholds` inside
-Pascanu et al.'s working range ("values from half to ten times this average can still
-yield convergence", 2013, §3.2), without its high end (``pascanu_10x``: the sweeps of
-``docs/choosing-a-threshold.md`` lose the most there), and with thresholds within 5 %
-of one already kept dropped.
+The candidates are the rules of :mod:`gradclip.diagnostics.thresholds` in
+:data:`TRIAL_RULES`: the mean norm, the low end of Pascanu et al.'s working range ("values
+from half to ten times this average can still yield convergence", 2013, §3.2), and the
+ZClip, 2 × median and AutoClip thresholds, even where AutoClip's falls below that range.
+The range's high end (``pascanu_10x``) is left out: the sweeps of
+``docs/choosing-a-threshold.md`` lose the most there. A threshold within 5 % of one
+already kept is dropped.
 """
 
 from __future__ import annotations
