@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from gradclip.diagnostics.suggest import suggest
+from gradclip.diagnostics.suggest import suggest, suggest_from_norms
 from gradclip.diagnostics.suggestion import TRIAL_MARGIN, with_trials
 from gradclip.diagnostics.thresholds import Rule
 from gradclip.diagnostics.trials import TRIAL_RULES, Trial, run_trials, trial_candidates
@@ -254,6 +254,21 @@ def test_a_lower_trial_loss_replaces_the_mean_norm_only_beyond_the_margin():
                 trials=True,
                 trial_margin=bad,
             )
+
+
+def test_the_advice_to_go_lower_follows_the_recommendation():
+    found = suggest_from_norms([float(n) for n in range(1, 21)])  # mean 10.5, p10 2.9
+    p10 = next(r for r in found.rules if r.name == "autoclip_p10")
+    lower = f"try a lower value such as {p10.threshold:.3g}"
+    assert found.explanation.count(lower) == 1 and p10.threshold < found.threshold
+    trials = [
+        Trial("pascanu_mean", found.threshold, 100.0, 3),
+        Trial("autoclip_p10", p10.threshold, 50.0, 3),
+    ]
+    picked = with_trials(found, trials)
+    assert picked.rule == "autoclip_p10" and lower not in picked.explanation
+    assert picked.explanation.count(f"max_norm = {p10.threshold:.3g} (") == 1
+    assert "  " not in picked.explanation
 
 
 def test_no_optimizer_runs_no_trials():

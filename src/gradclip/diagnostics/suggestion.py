@@ -18,8 +18,8 @@ from gradclip.diagnostics.trials import Trial
 from gradclip.monitor import EventRules, percentile
 
 __all__ = [
-    "RECOMMENDED_RULE", "TRIAL_MARGIN", "Suggestion", "explain", "recommend", "recommended",
-    "with_trials",
+    "RECOMMENDED_RULE", "TRIAL_MARGIN", "Suggestion", "explain", "fallback", "recommend",
+    "recommended", "with_trials",
 ]  # fmt: skip
 
 RECOMMENDED_RULE = "pascanu_mean"
@@ -183,7 +183,9 @@ def with_trials(
         f"clipped at its threshold; mean training loss over the second half{averaged}: "
         f"{listed}. {decides}"
     )
+    p10 = by["autoclip_p10"]
     text = found.explanation.replace(recommended(old), recommended(rec))
+    text = text.replace(fallback(old, p10), fallback(rec, p10))
     return dataclasses.replace(
         found, threshold=rec.threshold, rule=rec.name, trials=trials, explanation=text + note
     )
@@ -237,9 +239,16 @@ def explain(
             "norm): clipping is needed here, and the norms before the divergence are all "
             "the rules could use."
         )
-    p10 = by["autoclip_p10"]
-    text.append(
-        f"If training still spikes or diverges, try a lower value such as {p10.threshold:.3g} "
-        f"(AutoClip's 10th percentile, which clips about {p10.clip_fraction:.0%} of steps)."
+    return " ".join(text) + fallback(rec, by["autoclip_p10"])
+
+
+def fallback(rec: Rule, lower: Rule) -> str:
+    """The explanation's closing sentence (with its leading space): the ``lower`` rule
+    to try if training still spikes, or nothing when ``rec`` is not above it."""
+    if not lower.threshold < rec.threshold:
+        return ""
+    return (
+        f" If training still spikes or diverges, try a lower value such as "
+        f"{lower.threshold:.3g} (AutoClip's 10th percentile, which clips about "
+        f"{lower.clip_fraction:.0%} of steps)."
     )
-    return " ".join(text)
