@@ -271,6 +271,30 @@ def test_the_advice_to_go_lower_follows_the_recommendation():
     assert "  " not in picked.explanation
 
 
+@pytest.mark.parametrize(("lr", "backwards"), [(0.5, True), (0.05, False)])
+def test_trials_warn_when_every_candidates_loss_ended_above_its_start(lr, backwards):
+    model, data = overshooting_problem()
+    with torch.no_grad():
+        first = float(mse(model, data[0]))  # the loss before any update, by hand
+    found = suggest(
+        model, mse, data, torch.optim.SGD(model.parameters(), lr=lr), steps=20, trials=True
+    )
+    assert all(t.start == pytest.approx(first, rel=1e-6) for t in found.trials)
+    went_up = [t.loss > first for t in found.trials]
+    assert all(went_up) is backwards
+    low = min(found.trials, key=lambda t: t.loss)
+    warned = f"(the best, {low.threshold:.3g}, averaged {low.loss:.4g}" in found.explanation
+    assert warned is backwards and ("ended higher than it began" in found.explanation) is backwards
+
+
+def test_no_start_loss_makes_no_backwards_claim():
+    found = suggest_from_norms([4.0, 5.0, 6.0, 5.0])
+    up = [Trial("pascanu_mean", 5.0, 100.0, 10, (100.0,), 10.0)]
+    assert "ended higher" in with_trials(found, up).explanation
+    unknown = [Trial("pascanu_mean", 5.0, 100.0, 10)]  # start NaN
+    assert "ended higher" not in with_trials(found, unknown).explanation
+
+
 def test_no_optimizer_runs_no_trials():
     model, data = overshooting_problem()
     s = suggest(model, mse, data, None, steps=10, trials=True)

@@ -18,8 +18,8 @@ from gradclip.diagnostics.trials import Trial
 from gradclip.monitor import EventRules, percentile
 
 __all__ = [
-    "RECOMMENDED_RULE", "TRIAL_MARGIN", "Suggestion", "explain", "fallback", "recommend",
-    "recommended", "with_trials",
+    "RECOMMENDED_RULE", "TRIAL_MARGIN", "Suggestion", "backwards", "explain", "fallback",
+    "recommend", "recommended", "with_trials",
 ]  # fmt: skip
 
 RECOMMENDED_RULE = "pascanu_mean"
@@ -186,8 +186,25 @@ def with_trials(
     p10 = by["autoclip_p10"]
     text = found.explanation.replace(recommended(old), recommended(rec))
     text = text.replace(fallback(old, p10), fallback(rec, p10))
+    note += backwards(ok)
     return dataclasses.replace(
         found, threshold=rec.threshold, rule=rec.name, trials=trials, explanation=text + note
+    )
+
+
+def backwards(trials: list[Trial]) -> str:
+    """A warning (with its leading space) when under every finite trial the training
+    loss ended above its first step's, so no candidate trains the model; else ``""``."""
+    if not trials or not all(t.loss > t.start for t in trials):  # a NaN start: no claim
+        return ""
+    low = min(trials, key=lambda t: t.loss)
+    lowest = min(t.threshold for t in trials)
+    return (
+        f" Under every candidate the training loss ended higher than it began (the best, "
+        f"{low.threshold:.3g}, averaged {low.loss:.4g} over its second half against "
+        f"{low.start:.4g} at its first step): at this learning rate none of these thresholds "
+        f"trains the model. Lower the learning rate, or sweep thresholds below "
+        f"{lowest:.3g} (gradclip sweep)."
     )
 
 

@@ -63,6 +63,9 @@ class Trial:
             repeats (``inf`` when the loss or norm stopped being finite in any).
         steps: steps it trained in each repeat (the last repeat's, if one stopped early).
         losses: the score of each repeat, in window order.
+        start: the training loss of the first step (before any update), averaged over
+            the repeats; a ``loss`` above it means training under this clip went
+            backwards.
     """
 
     rule: str
@@ -70,6 +73,7 @@ class Trial:
     loss: float
     steps: int
     losses: tuple[float, ...] = ()
+    start: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
         """The trial as a plain dict."""
@@ -164,15 +168,17 @@ def run_trials(
     out = []
     try:
         for rule in candidates:
-            scores, done = [], 0
+            scores, starts, done = [], [], 0
             for r in range(repeats):
-                score, done = _one_trial(
+                score, first, done = _one_trial(
                     model, loss_fn, batches, optimizer, rule.threshold, steps, r, norm_type,
                     tick, restart, rng, init,
                 )  # fmt: skip
                 scores.append(score)
+                starts.append(first)
             loss = statistics.fmean(scores) if all(map(math.isfinite, scores)) else math.inf
-            out.append(Trial(rule.name, rule.threshold, loss, done, tuple(scores)))
+            start = statistics.fmean(starts)
+            out.append(Trial(rule.name, rule.threshold, loss, done, tuple(scores), start))
     finally:
         rng.restore()
     return out
@@ -191,10 +197,11 @@ def _one_trial(
     restart: Callable[[], None] | None,
     rng: RngSnapshot,
     init: Callable[[torch.nn.Module, int], None] | None,
-) -> tuple[float, int]:
+) -> tuple[float, float, int]:
     """Train a fresh copy clipped at ``clip_at`` for repeat ``window``: from the weights
     ``init`` sets on the first batches, or without it on that window of the batches;
-    returns its score (``inf`` if it diverged) and the steps it took."""
+    returns its score (``inf`` if it diverged), its first step's loss and the steps it
+    took."""
     rng.restore()
     if restart is not None:
         restart()
@@ -211,4 +218,5 @@ def _one_trial(
         )
     second_half = run.losses[run.done // 2 :]
     failed = run.diverged_at is not None or not second_half
-    return (math.inf if failed else statistics.fmean(second_half)), run.done
+    first = run.losses[0] if run.losses else math.nan
+    return (math.inf if failed else statistics.fmean(second_half)), first, run.done
