@@ -81,6 +81,32 @@ def test_means_average_finite_seeds_and_best_compares_means(tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("blown_up", [1e3, 1e22])
+def test_the_chart_goes_logarithmic_when_perplexities_span_orders_of_magnitude(tmp_path, blown_up):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from gradclip.diagnostics.plots import LOG_Y_SPAN, sweep_axes
+
+    ppl = {2.0: (600.0, 640.0), 8.0: (700.0, blown_up), 30.0: (blown_up, 2 * blown_up)}
+    rows = [
+        {"method": "norm", "threshold": t, "seed": s + 1, "valid_ppl": v}
+        for t, pair in ppl.items()
+        for s, v in enumerate(pair)
+    ]
+    fig, ax = plt.subplots()
+    sweep_axes(ax, SweepResult(tmp_path, rows, trained=[]))
+    spans = 2 * blown_up > LOG_Y_SPAN * 600.0
+    assert (ax.get_yscale() == "log") is spans
+    lo, hi = ax.get_ylim()
+    means = [sum(pair) / 2 for pair in ppl.values()]
+    assert lo <= min(means) and max(means) < hi  # no mean pinned to the edge
+    assert ("off the scale" in ax.get_title()) is not spans  # ^ marks only on linear
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["2", "8", "30"]
+    plt.close(fig)
+
+
 def test_train_ppl_is_the_mean_loss_of_the_last_tenth_of_the_steps(corpus, tmp_path):
     root = tmp_path / "sw"
     r = sweep(corpus, root, methods=["norm"], thresholds=[0.01, 10.0], steps=20)
@@ -218,3 +244,20 @@ def test_epoch_budget_reports_the_epochs_validation_perplexity(corpus, tmp_path)
     assert row["valid_ppl"] == pytest.approx(summary["epochs"][-1]["valid_ppl"])
     with pytest.raises(UserError, match="exactly one budget"):
         sweep(corpus, tmp_path / "x", steps=3, epochs=1)
+
+
+def test_the_means_table_writes_blown_up_perplexities_and_gaps_readably():
+    from gradclip.cli.sweep import _means_table
+
+    means = [
+        {"method": "norm", "threshold": 2.0, "seeds": 2, "valid_ppl": 600.0,
+         "train_ppl": 580.0, "diverged": 0},
+        {"method": "norm", "threshold": 3.0, "seeds": 2, "valid_ppl": 660.0,
+         "train_ppl": 640.0, "diverged": 0},
+        {"method": "norm", "threshold": 8.0, "seeds": 2, "valid_ppl": 6e22,
+         "train_ppl": 1.5e12, "diverged": 0},
+    ]  # fmt: skip
+    rows = _means_table(means, best=600.0).splitlines()[2:]
+    assert rows[1].split()[3:5] == ["660.00", "+10.0%"]
+    assert rows[2].split()[3:6] == ["6e+22", "1e+20x", "1.5e+12"]  # 6e22 / 600 = 1e20
+    assert max(map(len, rows)) == min(map(len, rows))  # still aligned

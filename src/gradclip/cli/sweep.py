@@ -17,7 +17,7 @@ from typing import Any
 
 from gradclip.cli.flags import add_command, add_progress_flag, positive_int
 from gradclip.cli.suggest import parse_set
-from gradclip.diagnostics.sweep import run_sweep
+from gradclip.diagnostics.sweep import perplexity_text, run_sweep
 from gradclip.errors import UserError
 
 
@@ -113,7 +113,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if best is not None:
         thr = "" if best["threshold"] is None else f" at {best['threshold']:g}"
         over = f"mean over {best['seeds']} seeds" if best["seeds"] > 1 else "one seed"
-        print(f"best: {best['method']}{thr}, valid ppl {best['valid_ppl']:.2f} ({over})")
+        ppl = perplexity_text(best["valid_ppl"])
+        print(f"best: {best['method']}{thr}, valid ppl {ppl} ({over})")
     return 0
 
 
@@ -126,9 +127,17 @@ def _means_table(means: list[dict[str, Any]], best: float) -> str:
     ]
     for m in means:
         thr = "-" if m["threshold"] is None else f"{m['threshold']:g}"
-        gap = f"{m['valid_ppl'] / best - 1:+.1%}" if math.isfinite(m["valid_ppl"]) else "-"
+        ratio = m["valid_ppl"] / best
+        gap = (
+            "-"
+            if not math.isfinite(ratio)
+            else f"{ratio - 1:+.1%}"
+            if ratio < 10
+            else f"{ratio:.3g}x"
+        )
+        ppl, train = perplexity_text(m["valid_ppl"]), perplexity_text(m["train_ppl"])
         lines.append(
-            f"{m['method']:<22} {thr:>9} {m['seeds']:>5} {m['valid_ppl']:>10.2f} {gap:>8} "
-            f"{m['train_ppl']:>10.2f} {m['diverged']:>8}"
+            f"{m['method']:<22} {thr:>9} {m['seeds']:>5} {ppl:>10} {gap:>8} {train:>10} "
+            f"{m['diverged']:>8}"
         )
     return "\n".join(lines)

@@ -31,6 +31,7 @@ __all__ = [
     "png_data_uri",
     "profile_axes",
     "save",
+    "sweep_axes",
 ]
 
 
@@ -233,7 +234,8 @@ def plot_norm_histogram(suggestion: Suggestion, path: str | Path, *, title: str 
 def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     """A sweep's validation perplexity against threshold (log x), one line per method:
     the mean over seeds, each seed a faint dot (their spread is the noise floor), diverged
-    settings as × at the top; methods without a threshold as horizontal lines.
+    settings as × at the top; methods without a threshold as horizontal lines
+    (:func:`sweep_axes`).
 
     Args:
         result: the :class:`~gradclip.diagnostics.sweep.SweepResult`.
@@ -242,16 +244,29 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     Returns:
         ``path``.
     """
+    fig, ax = figure(7.0, 4.2)
+    sweep_axes(ax, result)
+    return save(fig, path)
+
+
+# Perplexities spanning more than this ratio are drawn on a log axis: a setting that
+# blew up (perplexity 1e20, still finite) would otherwise flatten every other point.
+LOG_Y_SPAN = 30.0
+
+
+def sweep_axes(ax: Axes, result: SweepResult) -> None:
+    """Draw :func:`plot_sweep`'s chart on ``ax``. On a linear axis a seed over 2 × the
+    median cell is drawn as ^ on the top edge, labelled with its value; when the cells
+    span more than :data:`LOG_Y_SPAN` × the axis is logarithmic and shows them all."""
     from matplotlib.ticker import FuncFormatter, NullLocator
 
-    fig, ax = figure(7.0, 4.2)
     finite = [r["valid_ppl"] for r in result.rows if math.isfinite(r["valid_ppl"] or math.inf)]
-    # a seed far above the rest (over 2x the median) would flatten every other point:
-    # the axis stops above the others and such seeds are drawn as ^ on its edge, labelled
-    cap = 2 * sorted(finite)[len(finite) // 2] if finite else math.inf
+    log_y = bool(finite) and min(finite) > 0 and max(finite) > LOG_Y_SPAN * min(finite)
+    cap = 2 * sorted(finite)[len(finite) // 2] if finite and not log_y else math.inf
     all_means = result.means()
     finite_means = [m["valid_ppl"] for m in all_means if math.isfinite(m["valid_ppl"])]
-    top = max([x for x in finite + finite_means if x <= cap], default=1.0) * 1.08
+    top = max([x for x in finite + finite_means if x <= cap], default=1.0)
+    top *= 2.0 if log_y else 1.08
     methods = list(dict.fromkeys(r["method"] for r in result.rows))
     ticks: set[float] = set()
     for i, method in enumerate(methods):
@@ -288,14 +303,16 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     if ticks:  # the grid's own thresholds, written plainly
         ax.xaxis.set_minor_locator(NullLocator())
         shown: list[float] = []
-        for t in sorted(ticks):  # labels closer than 12 % would overlap on the log axis
-            if not shown or t > 1.12 * shown[-1]:
+        for t in sorted(ticks):  # labels closer than 15 % would overlap on the log axis
+            if not shown or t > 1.15 * shown[-1]:
                 shown.append(t)
         ax.set_xticks(shown)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    if log_y:
+        ax.set_yscale("log")
     ax.set_ylim(top=top * 1.03)
     ax.set_xlabel("threshold (log scale)")
-    ax.set_ylabel("validation perplexity")
-    ax.set_title("validation perplexity vs clipping threshold (x: diverged, ^: off the scale)")
+    ax.set_ylabel("validation perplexity" + (" (log scale)" if log_y else ""))
+    marks = "x: diverged" + ("" if log_y else ", ^: off the scale")
+    ax.set_title(f"validation perplexity vs clipping threshold ({marks})")
     ax.legend(fontsize=8, loc="upper left")
-    return save(fig, path)

@@ -34,7 +34,10 @@ from gradclip.clippers import clipper_options, format_clipper_spec, parse_clippe
 from gradclip.diagnostics.workers import end_with_parent
 from gradclip.errors import UserError
 
-__all__ = ["THRESHOLD_OPTIONS", "Cell", "SweepResult", "make_cells", "run_cell", "run_sweep"]
+__all__ = [
+    "THRESHOLD_OPTIONS", "Cell", "SweepResult", "make_cells", "perplexity_text", "run_cell",
+    "run_sweep",
+]  # fmt: skip
 
 THRESHOLD_OPTIONS = ("max_norm", "clip_value")
 CELL_FILE = "cell.json"
@@ -214,6 +217,18 @@ def _read_cell(sweep_dir: Path, cell: Cell) -> dict[str, Any] | None:
     return row
 
 
+def perplexity_text(ppl: float | None) -> str:
+    """A perplexity for a table: two decimals, or three significant digits once it is
+    past a million (a run that blew up without a non-finite loss), ``-`` when absent.
+
+    >>> perplexity_text(112.3456), perplexity_text(5.8e22), perplexity_text(None)
+    ('112.35', '5.8e+22', '-')
+    """
+    if ppl is None:
+        return "-"
+    return f"{ppl:.2f}" if ppl < 1e6 else f"{ppl:.3g}"
+
+
 @dataclass
 class SweepResult:
     """The rows of a sweep (one per cell, grid order) and what was reused.
@@ -268,8 +283,7 @@ class SweepResult:
             rate = r["clip_rate"]
             lines.append(
                 f"{r['method']:<22} {thr:>9} {r['seed']:>4} "
-                f"{(f'{ppl:.2f}' if ppl is not None else '-'):>10} "
-                f"{(f'{train:.2f}' if train is not None else '-'):>10} "
+                f"{perplexity_text(ppl):>10} {perplexity_text(train):>10} "
                 f"{('yes' if r['diverged'] else 'no'):>8} "
                 f"{(f'{rate:.1%}' if rate is not None else '-'):>9} {r['wall_seconds']:>8.1f}"
             )
