@@ -7,6 +7,8 @@ trial's score. For every set of k seeds, the candidate with the lowest mean scor
 "picked" and judged by the sweep's mean validation perplexity over all seeds. With
 ``--margin F`` the pick replaces the first candidate only if its score is lower by more
 than the fraction F, as in ``suggest(trial_margin=F)`` (default 0: the lowest decides).
+``--tail T`` scores the last fraction T of the steps instead of the second half (0.5,
+what ``suggest`` scores), to ask whether another window would rank the candidates better.
 
     python benchmarks/trial_repeats_from_sweep.py SWEEP_DIR --candidates 7.4,8.61,9.49,3.61 \
         --margin 0.003
@@ -26,15 +28,15 @@ import statistics
 from pathlib import Path
 
 
-def read_cells(sweep: Path) -> dict[tuple[float, int], tuple[float, float]]:
-    """(threshold, seed) -> (validation perplexity, second-half mean training loss)."""
+def read_cells(sweep: Path, tail: float = 0.5) -> dict[tuple[float, int], tuple[float, float]]:
+    """(threshold, seed) -> (validation perplexity, mean training loss of the last ``tail``)."""
     cells = {}
     for cell in sorted(sweep.glob("*/cell.json")):
         info = json.loads(cell.read_text())
         metrics = cell.parent / "metrics.jsonl"
         losses = [json.loads(line)["loss"] for line in metrics.read_text().splitlines()]
-        half = losses[len(losses) // 2 :]
-        score = statistics.fmean(half) if all(map(math.isfinite, half)) else math.inf
+        scored = losses[len(losses) - max(1, round(tail * len(losses))) :]
+        score = statistics.fmean(scored) if all(map(math.isfinite, scored)) else math.inf
         cells[(float(info["threshold"]), int(info["seed"]))] = (info["valid_ppl"], score)
     if not cells:
         raise SystemExit(f"{sweep}: no cells (*/cell.json)")
@@ -46,8 +48,11 @@ def main() -> None:
     p.add_argument("sweep", type=Path)
     p.add_argument("--candidates", required=True, help="comma-separated thresholds")
     p.add_argument("--margin", type=float, default=0.0, help="as suggest's trial_margin")
+    p.add_argument("--tail", type=float, default=0.5, help="fraction of the steps scored")
     args = p.parse_args()
-    cells = read_cells(args.sweep)
+    if not 0 < args.tail <= 1:
+        raise SystemExit(f"--tail must be in (0, 1], got {args.tail}")
+    cells = read_cells(args.sweep, args.tail)
     cands = [float(c) for c in args.candidates.split(",")]
     seeds = sorted({s for _, s in cells})
     thresholds = sorted({t for t, _ in cells})
@@ -55,7 +60,7 @@ def main() -> None:
     best = min(valid.values())
     gap = 100 * (valid[cands[0]] / best - 1)
     where = f"the default {cands[0]:g} is {gap:+.1f} % from the best"
-    print(f"{len(seeds)} seeds, margin {args.margin:g}; {where}")
+    print(f"{len(seeds)} seeds, margin {args.margin:g}, tail {args.tail:g}; {where}")
     print(" k  seed sets  mean distance of the pick  within 2 %")
     for k in range(1, 5):
         dist = []
