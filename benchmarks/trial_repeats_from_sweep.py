@@ -2,13 +2,14 @@
 
 Replays ``suggest --trials`` on the cells of a finished ``gradclip sweep``: a sweep cell
 at threshold c and seed s is a trial of c from seed s's initial weights (same batches,
-same steps), so its mean training loss over the second half of its steps is that
-trial's score. For every set of k seeds, the candidate with the lowest mean score is
-"picked" and judged by the sweep's mean validation perplexity over all seeds. With
+same steps), and ``trial_score`` of its losses (the mean over the last quarter of its
+steps) is that trial's score. For every set of k seeds, the candidate with the lowest
+mean score is "picked" and judged by the sweep's mean validation perplexity over all seeds. With
 ``--margin F`` the pick replaces the first candidate only if its score is lower by more
 than the fraction F, as in ``suggest(trial_margin=F)`` (default 0: the lowest decides).
-``--tail T`` scores the last fraction T of the steps instead of the second half (0.5,
-what ``suggest`` scores), to ask whether another window would rank the candidates better.
+``--tail T`` scores the last fraction T of the steps instead of the last quarter (0.25,
+what ``suggest`` scores; 0.5, the second half, is what it scored before 2026-12-04), to
+ask whether another window would rank the candidates better.
 
     python benchmarks/trial_repeats_from_sweep.py SWEEP_DIR --candidates 7.4,8.61,9.49,3.61 \
         --margin 0.003
@@ -23,21 +24,25 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import statistics
 from pathlib import Path
 
+from gradclip.diagnostics.trials import SCORED_FRACTION, trial_score
 
-def read_cells(sweep: Path, tail: float = 0.5) -> dict[tuple[float, int], tuple[float, float]]:
+
+def read_cells(
+    sweep: Path, tail: float = SCORED_FRACTION
+) -> dict[tuple[float, int], tuple[float, float]]:
     """(threshold, seed) -> (validation perplexity, mean training loss of the last ``tail``)."""
     cells = {}
     for cell in sorted(sweep.glob("*/cell.json")):
         info = json.loads(cell.read_text())
         metrics = cell.parent / "metrics.jsonl"
         losses = [json.loads(line)["loss"] for line in metrics.read_text().splitlines()]
-        scored = losses[len(losses) - max(1, round(tail * len(losses))) :]
-        score = statistics.fmean(scored) if all(map(math.isfinite, scored)) else math.inf
-        cells[(float(info["threshold"]), int(info["seed"]))] = (info["valid_ppl"], score)
+        cells[(float(info["threshold"]), int(info["seed"]))] = (
+            info["valid_ppl"],
+            trial_score(losses, tail),
+        )
     if not cells:
         raise SystemExit(f"{sweep}: no cells (*/cell.json)")
     return cells
@@ -48,7 +53,9 @@ def main() -> None:
     p.add_argument("sweep", type=Path)
     p.add_argument("--candidates", required=True, help="comma-separated thresholds")
     p.add_argument("--margin", type=float, default=0.0, help="as suggest's trial_margin")
-    p.add_argument("--tail", type=float, default=0.5, help="fraction of the steps scored")
+    p.add_argument(
+        "--tail", type=float, default=SCORED_FRACTION, help="fraction of the steps scored"
+    )
     args = p.parse_args()
     if not 0 < args.tail <= 1:
         raise SystemExit(f"--tail must be in (0, 1], got {args.tail}")

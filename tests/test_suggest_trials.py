@@ -18,7 +18,13 @@ from torch import nn
 from gradclip.diagnostics.suggest import suggest, suggest_from_norms
 from gradclip.diagnostics.suggestion import TRIAL_MARGIN, with_trials
 from gradclip.diagnostics.thresholds import Rule
-from gradclip.diagnostics.trials import TRIAL_RULES, Trial, run_trials, trial_candidates
+from gradclip.diagnostics.trials import (
+    TRIAL_RULES,
+    Trial,
+    run_trials,
+    trial_candidates,
+    trial_score,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,8 +58,8 @@ def reference_trial(model, data, lr, c, steps, start=0):
         losses.append(float(loss.detach()))
         nn.utils.clip_grad_norm_(ref.parameters(), c)
         opt.step()
-    half = losses[steps // 2 :]
-    return sum(half) / len(half)
+    last = losses[-math.ceil(steps / 4) :]  # the last quarter, rounded up
+    return sum(last) / len(last)
 
 
 def expected_pick(trials: list[Trial], margin: float = TRIAL_MARGIN) -> Trial:
@@ -299,3 +305,22 @@ def test_no_optimizer_runs_no_trials():
     model, data = overshooting_problem()
     s = suggest(model, mse, data, None, steps=10, trials=True)
     assert s.trials == [] and s.rule == "pascanu_mean"
+
+
+@given(
+    st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=60),
+    st.floats(0.01, 1.0),
+)
+def test_the_trial_score_is_the_mean_of_the_last_fraction(losses, fraction):
+    m = math.ceil(fraction * len(losses))
+    assert trial_score(losses, fraction) == pytest.approx(
+        float(np.mean(np.array(losses[len(losses) - m :], dtype=np.float64))), rel=1e-9, abs=1e-9
+    )
+
+
+def test_the_trial_score_is_inf_without_finite_losses_in_its_window():
+    assert trial_score([]) == math.inf
+    assert trial_score([1.0, 2.0, 3.0, math.nan]) == math.inf
+    assert trial_score([math.inf, 2.0, 3.0, 4.0]) == 4.0  # outside the last quarter
+    with pytest.raises(ValueError, match="fraction"):
+        trial_score([1.0], 0.0)

@@ -180,7 +180,7 @@ def with_trials(
         on, averaged = f"on each of {runs} windows of batches", " (averaged over the windows)"
     note = (
         f" Trials: each candidate trained {best.steps} steps {start} {on}, "
-        f"clipped at its threshold; mean training loss over the second half{averaged}: "
+        f"clipped at its threshold; mean training loss over the last quarter{averaged}: "
         f"{listed}. {decides}"
     )
     p10 = by["autoclip_p10"]
@@ -201,7 +201,7 @@ def backwards(trials: list[Trial]) -> str:
     lowest = min(t.threshold for t in trials)
     return (
         f" Under every candidate the training loss ended higher than it began (the best, "
-        f"{low.threshold:.3g}, averaged {low.loss:.4g} over its second half against "
+        f"{low.threshold:.3g}, averaged {low.loss:.4g} over its last quarter against "
         f"{low.start:.4g} at its first step): at this learning rate none of these thresholds "
         f"trains the model. Lower the learning rate, or sweep thresholds below "
         f"{lowest:.3g} (gradclip sweep)."
