@@ -39,9 +39,11 @@ from gradclip.diagnostics.suggestion import (
     recommend,
     with_trials,
 )
-from gradclip.diagnostics.thresholds import first_explosion, threshold_rules
+from gradclip.diagnostics.thresholds import Rule, clip_fraction, first_explosion, threshold_rules
 from gradclip.diagnostics.trials import run_trials, trial_candidates
 from gradclip.monitor import EventRules, percentile
+
+_MEASURED_CLIP = "the clip these norms were measured under, after the explosion"
 
 __all__ = ["Suggestion", "first_explosion", "plot_norm_histogram", "suggest", "suggest_from_norms"]
 
@@ -263,7 +265,10 @@ def suggest(
 
 def _remeasured(probe: NormPass, again: NormPass, rule_options: dict[str, Any]) -> Suggestion:
     """The suggestion from the norms measured again under ``again.clip_at`` after the
-    probe's explosion, with a warning when even clipped they stayed far above the clip."""
+    probe's explosion, with a warning when even clipped they stayed far above the clip.
+
+    The clip itself becomes a row, ``measured_clip``: the model has just trained safely
+    under it, so it is a candidate for the trials."""
     clip_at = again.clip_at
     what = f"training steps clipped at {clip_at:.3g}"
     assert probe.exploded_at is not None
@@ -271,6 +276,9 @@ def _remeasured(probe: NormPass, again: NormPass, rule_options: dict[str, Any]) 
     found = _suggestion(
         again.norms, None, again.diverged_at, again.layers(), what, rule_options, probe=probed
     )
+    finite = [n for n in again.norms if math.isfinite(n)]
+    safe = Rule("measured_clip", clip_at, clip_fraction(finite, clip_at), _MEASURED_CLIP)
+    found = dataclasses.replace(found, rules=[*found.rules, safe])
     typical = percentile(sorted(n for n in again.norms if math.isfinite(n)), 50)
     factor = EventRules().explode_factor
     if not typical > factor * clip_at:

@@ -25,7 +25,10 @@ weights ``init(copy, r)`` sets, which is what the twelve-seed sweeps replay.
 The candidates are the rules of :mod:`gradclip.diagnostics.thresholds` in
 :data:`TRIAL_RULES`: the mean norm, the low end of Pascanu et al.'s working range ("values
 from half to ten times this average can still yield convergence", 2013, §3.2), and the
-ZClip, 2 × median and AutoClip thresholds, even where AutoClip's falls below that range.
+ZClip, 2 × median and AutoClip thresholds, even where AutoClip's falls below that range,
+and, when the unclipped norm exploded, the clip the norms were then measured under
+(``measured_clip``: the model trained safely under it; the best threshold of setting E in
+the docs).
 The range's high end (``pascanu_10x``) is left out: the sweeps of
 ``docs/choosing-a-threshold.md`` lose the most there. A threshold within 5 % of one
 already kept is dropped.
@@ -56,7 +59,9 @@ __all__ = [
     "trial_score",
 ]
 
-TRIAL_RULES = ("pascanu_mean", "zclip", "median_x2", "pascanu_half", "autoclip_p10")
+TRIAL_RULES = (
+    "pascanu_mean", "zclip", "median_x2", "pascanu_half", "autoclip_p10", "measured_clip",
+)  # fmt: skip
 SCORED_FRACTION = 0.25
 _SAME = 0.05  # candidates closer than this (relative) train nearly alike
 
