@@ -302,6 +302,25 @@ def test_no_start_loss_makes_no_backwards_claim():
     assert "ended higher" not in with_trials(found, unknown).explanation
 
 
+def test_a_win_by_the_lowest_candidate_says_the_best_may_lie_lower():
+    found = suggest_from_norms([float(n) for n in range(1, 21)])  # mean 10.5, p10 2.9
+    by = {r.name: r for r in found.rules}
+    lowest = min(r.threshold for r in found.rules)
+    assert by["autoclip_p10"].threshold == lowest
+
+    def tried(**losses: float) -> list[Trial]:  # every loss below its start of 200
+        return [Trial(n, by[n].threshold, x, 3, (x,), 200.0) for n, x in losses.items()]
+
+    hint = "won: a lower threshold may train better still"
+    low = with_trials(found, tried(pascanu_mean=100.0, pascanu_half=90.0, autoclip_p10=50.0))
+    assert low.rule == "autoclip_p10" and f"candidate, {lowest:.3g}, {hint}" in low.explanation
+    mid = with_trials(found, tried(pascanu_mean=100.0, pascanu_half=50.0, autoclip_p10=90.0))
+    assert mid.rule == "pascanu_half" and hint not in mid.explanation
+    # when every candidate went backwards, that warning speaks instead
+    up = [Trial(t.rule, t.threshold, t.loss, 3, (t.loss,), 10.0) for t in low.trials]
+    assert hint not in with_trials(found, up).explanation
+
+
 def test_no_optimizer_runs_no_trials():
     model, data = overshooting_problem()
     s = suggest(model, mse, data, None, steps=10, trials=True)

@@ -186,7 +186,7 @@ def with_trials(
     p10 = by["autoclip_p10"]
     text = found.explanation.replace(recommended(old), recommended(rec))
     text = text.replace(fallback(old, p10), fallback(rec, p10))
-    note += backwards(ok)
+    note += backwards(ok) or lowest_won(ok, best)
     return dataclasses.replace(
         found, threshold=rec.threshold, rule=rec.name, trials=trials, explanation=text + note
     )
@@ -205,6 +205,25 @@ def backwards(trials: list[Trial]) -> str:
         f"{low.start:.4g} at its first step): at this learning rate none of these thresholds "
         f"trains the model. Lower the learning rate, or sweep thresholds below "
         f"{lowest:.3g} (gradclip sweep)."
+    )
+
+
+def lowest_won(trials: list[Trial], best: Trial) -> str:
+    """A hint (with its leading space) when ``best`` has the lowest threshold of several
+    finite ``trials``: the best clip may lie below every candidate; else ``""``.
+
+    Example:
+        >>> tried = [Trial("pascanu_mean", 5.0, 9.0, 10), Trial("pascanu_half", 2.5, 8.0, 10)]
+        >>> lowest_won(tried, tried[1])[:33]
+        ' The lowest candidate, 2.5, won: '
+        >>> lowest_won(tried, tried[0])
+        ''
+    """
+    if len(trials) < 2 or best.threshold > min(t.threshold for t in trials):
+        return ""
+    return (
+        f" The lowest candidate, {best.threshold:.3g}, won: a lower threshold may train "
+        f"better still, so sweep a few below it (gradclip sweep)."
     )
 
 
