@@ -48,6 +48,11 @@ def read_cells(
     return cells
 
 
+def percent(x: float) -> str:
+    """A distance in percent: two decimals, or three significant digits past 10^4 %."""
+    return f"{x:+.2f} %" if abs(x) < 1e4 else f"{x:+.3g} %"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("sweep", type=Path)
@@ -66,7 +71,7 @@ def main() -> None:
     valid = {t: statistics.fmean(cells[(t, s)][0] for s in seeds) for t in thresholds}
     best = min(valid.values())
     gap = 100 * (valid[cands[0]] / best - 1)
-    where = f"the default {cands[0]:g} is {gap:+.1f} % from the best"
+    where = f"the default {cands[0]:g} is {percent(gap)} from the best"
     print(f"{len(seeds)} seeds, margin {args.margin:g}, tail {args.tail:g}; {where}")
     print(" k  seed sets  mean distance of the pick  within 2 %")
     for k in range(1, 5):
@@ -78,7 +83,7 @@ def main() -> None:
                 pick = cands[0]
             dist.append(100 * (valid[pick] / best - 1))
         inside = sum(d <= 2 for d in dist) / len(dist)
-        print(f"{k:2d}  {len(dist):9d}  {statistics.fmean(dist):24.2f} %  {inside:9.0%}")
+        print(f"{k:2d}  {len(dist):9d}  {percent(statistics.fmean(dist)):>26}  {inside:9.0%}")
 
 
 if __name__ == "__main__":
