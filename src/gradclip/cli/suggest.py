@@ -7,7 +7,8 @@ Two sources of norms:
   if the norm explodes, the rest of the ``N`` steps train again from the start under
   a conservative clip, and their pre-clip norms are used;
 * ``--trials`` then trains each candidate threshold for ``N`` steps from the same start
-  and recommends the one with the lowest training loss, if it beats the mean norm's by
+  and recommends the one with the lowest training loss over the last quarter of its
+  steps, if it beats the mean norm's by
   ``--trial-margin``; ``--trial-seeds K`` trains each from the initial weights of K
   seeds, ``--trial-repeats K`` on K windows of batches;
 * ``gradclip suggest RUN_DIR``: reads the pre-clip norms already recorded in the
@@ -101,7 +102,8 @@ def register(subparsers: Any) -> None:
         "--trials",
         action="store_true",
         help="then train each candidate threshold for --steps steps from the same start and "
-        "recommend the one with the lowest training loss (with --config; up to 5x the cost)",
+        "recommend the one with the lowest training loss over its last quarter (with "
+        "--config; up to 6x the cost)",
     )
     p.add_argument(
         "--trial-repeats",

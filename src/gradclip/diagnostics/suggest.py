@@ -180,9 +180,9 @@ def suggest(
             recurrent state that ``loss_fn`` carries from batch to batch.
         trials: then train each candidate threshold for ``steps`` steps on a fresh copy,
             from the same weights on the same batches, and recommend the one with the
-            lowest training loss, if it beats the mean norm's by ``trial_margin``
-            (:mod:`gradclip.diagnostics.trials`; up to five times the cost of the
-            measurement).
+            lowest training loss over the last quarter of its steps, if it beats the mean
+            norm's by ``trial_margin`` (:mod:`gradclip.diagnostics.trials`; up to six
+            times the cost of the measurement).
         trial_repeats: with ``trials``, train each candidate on this many consecutive
             windows of ``steps`` batches and score it by the mean (``batches`` must then
             yield ``trial_repeats * steps``); each repeat costs as much again.
