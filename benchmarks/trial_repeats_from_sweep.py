@@ -62,9 +62,10 @@ def main() -> None:
         "--tail", type=float, default=SCORED_FRACTION, help="fraction of the steps scored"
     )
     args = p.parse_args()
-    if not 0 < args.tail <= 1:
-        raise SystemExit(f"--tail must be in (0, 1], got {args.tail}")
-    cells = read_cells(args.sweep, args.tail)
+    try:
+        cells = read_cells(args.sweep, args.tail)
+    except ValueError as e:  # trial_score checks the fraction
+        raise SystemExit(f"--tail: {e}") from None
     cands = [float(c) for c in args.candidates.split(",")]
     seeds = sorted({s for _, s in cells})
     thresholds = sorted({t for t, _ in cells})

@@ -39,11 +39,9 @@ from gradclip.diagnostics.suggestion import (
     recommend,
     with_trials,
 )
-from gradclip.diagnostics.thresholds import Rule, clip_fraction, first_explosion, threshold_rules
+from gradclip.diagnostics.thresholds import first_explosion, measured_clip_rule, threshold_rules
 from gradclip.diagnostics.trials import run_trials, trial_candidates
 from gradclip.monitor import EventRules, percentile
-
-_MEASURED_CLIP = "the clip these norms were measured under, after the explosion"
 
 __all__ = ["Suggestion", "first_explosion", "plot_norm_histogram", "suggest", "suggest_from_norms"]
 
@@ -276,8 +274,7 @@ def _remeasured(probe: NormPass, again: NormPass, rule_options: dict[str, Any]) 
     found = _suggestion(
         again.norms, None, again.diverged_at, again.layers(), what, rule_options, probe=probed
     )
-    finite = [n for n in again.norms if math.isfinite(n)]
-    safe = Rule("measured_clip", clip_at, clip_fraction(finite, clip_at), _MEASURED_CLIP)
+    safe = measured_clip_rule(again.norms, clip_at)
     found = dataclasses.replace(found, rules=[*found.rules, safe])
     typical = percentile(sorted(n for n in again.norms if math.isfinite(n)), 50)
     factor = EventRules().explode_factor

@@ -41,6 +41,7 @@ __all__ = [
     "Rule",
     "clip_fraction",
     "first_explosion",
+    "measured_clip_rule",
     "threshold_rules",
     "zclip_threshold",
 ]
@@ -53,7 +54,7 @@ class Rule:
     """One row of the rules table.
 
     Attributes:
-        name: the rule's key (see :data:`RULES`).
+        name: the rule's key (see :data:`RULES`; ``measured_clip`` after an explosion).
         threshold: the ``max_norm`` it gives on these norms.
         clip_fraction: fraction of the observed steps with norm > threshold.
         description: one line for the table.
@@ -185,6 +186,19 @@ def threshold_rules(
         (f"median_x{median_k:g}", median_k * median, f"{median_k:g} x the median norm"),
     ]
     return [Rule(name, c, clip_fraction(finite, c), desc) for name, c, desc in values]
+
+
+def measured_clip_rule(norms: Sequence[float], clip: float) -> Rule:
+    """The ``measured_clip`` row: the clip ``norms`` were measured under after an
+    explosion (the model trained safely under it), with its clip fraction.
+
+    Example:
+        >>> measured_clip_rule([1.0, 2.0, 3.0, float("nan")], 2.0).clip_fraction
+        0.3333333333333333
+    """
+    finite = [float(n) for n in norms if math.isfinite(n)]
+    desc = "the clip these norms were measured under, after the explosion"
+    return Rule("measured_clip", clip, clip_fraction(finite, clip), desc)
 
 
 class ExplosionWatch:
