@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from gradclip.diagnostics.suggest import suggest, suggest_from_norms
-from gradclip.diagnostics.suggestion import TRIAL_MARGIN, with_trials
-from gradclip.diagnostics.thresholds import Rule
+from gradclip.diagnostics.suggestion import TRIAL_MARGIN, picked_lowest, with_trials
+from gradclip.diagnostics.thresholds import BELOW_RULES, Rule, halved_rule
 from gradclip.diagnostics.trials import (
     TRIAL_RULES,
     Trial,
@@ -63,10 +63,23 @@ def reference_trial(model, data, lr, c, steps, start=0):
 
 
 def expected_pick(trials: list[Trial], margin: float = TRIAL_MARGIN) -> Trial:
-    """The rule, restated: the lowest loss, unless it beats the mean norm's by under margin."""
-    lowest = min(trials, key=lambda t: t.loss)
-    mean = next(t for t in trials if t.rule == "pascanu_mean")
-    return lowest if lowest.loss < (1 - margin) * mean.loss else mean
+    """The rule, restated: the lowest loss, unless it is not lower than the mean norm's by
+    the margin or loses one of their paired runs; then each trial of a halved threshold in
+    turn, while it wins against the pick the same way."""
+
+    def wins(a: Trial, b: Trial) -> bool:
+        runs = np.array(a.losses) < np.array(b.losses) if a.losses and b.losses else [True]
+        return bool(a.loss < (1 - margin) * b.loss and np.all(runs))
+
+    first = [t for t in trials if t.rule not in ("half_lowest", "quarter_lowest")]
+    lowest = min(first, key=lambda t: t.loss)
+    mean = next(t for t in first if t.rule == "pascanu_mean")
+    pick = lowest if wins(lowest, mean) else mean
+    for t in trials[len(first) :]:
+        if not wins(t, pick):
+            break
+        pick = t
+    return pick
 
 
 def rules(**thresholds: float) -> list[Rule]:
@@ -178,7 +191,8 @@ def test_suggest_trial_repeats_counts_every_window_in_the_progress_total():
         model, mse, data, opt, steps=20, trials=True, trial_repeats=3, on_total=totals.append,
         progress=ticks.append,
     )  # fmt: skip
-    assert totals == [s.steps + 20 * 3 * len(s.trials)] and ticks[-1] == totals[0]
+    assert totals[-1] == s.steps + 20 * 3 * len(s.trials) and ticks[-1] == totals[-1]
+    assert totals == sorted(set(totals))  # each halved trial adds its steps to the bar
     assert all(len(t.losses) == 3 for t in s.trials)
     best = expected_pick(s.trials)
     assert (s.rule, s.threshold) == (best.rule, best.threshold)
@@ -205,16 +219,20 @@ def test_trials_recommend_the_lowest_loss_and_leave_the_users_state_untouched():
     for k, v in model.state_dict().items():
         assert torch.equal(v, params[k]), k
     # the measurement is the same; the trials are the candidates, each scored by hand
-    assert s.norms == plain.norms and s.rules == plain.rules
-    assert [t.rule for t in s.trials] == [r.name for r in trial_candidates(plain.rules)]
+    n = len(trial_candidates(plain.rules))
+    assert s.norms == plain.norms and s.rules[: len(plain.rules)] == plain.rules
+    assert [t.rule for t in s.trials[:n]] == [r.name for r in trial_candidates(plain.rules)]
     for t in s.trials:
         assert t.loss == pytest.approx(reference_trial(model, data, 0.5, t.threshold, 40), rel=1e-5)
-    best = min(s.trials, key=lambda t: t.loss)  # and it beats the mean norm's by the margin
+    best = min(s.trials[:n], key=lambda t: t.loss)  # and it beats the mean norm's by the margin
     assert best.loss < (1 - TRIAL_MARGIN) * s.trials[0].loss
-    assert (s.rule, s.threshold) == (best.rule, best.threshold)
+    assert (s.rule, s.threshold) == (
+        expected_pick(s.trials).rule,
+        expected_pick(s.trials).threshold,
+    )
     # on this overshooting problem a tighter clip (a shorter step) trains better
     assert s.threshold < plain.threshold and s.rule != plain.rule
-    assert totals == [s.steps + 40 * len(s.trials)] and ticks[-1] == totals[0]
+    assert totals[-1] == s.steps + 40 * len(s.trials) and ticks[-1] == totals[-1]
     assert f"max_norm = {s.threshold:.3g}" in s.explanation and "Trials:" in s.explanation
     assert f"max_norm = {plain.threshold:.3g} (" not in s.explanation
     assert "trial loss" in s.table().splitlines()[0] and f"* {s.rule}" in s.table()
@@ -319,6 +337,84 @@ def test_a_win_by_the_lowest_candidate_says_the_best_may_lie_lower():
     # when every candidate went backwards, that warning speaks instead
     up = [Trial(t.rule, t.threshold, t.loss, 3, (t.loss,), 10.0) for t in low.trials]
     assert hint not in with_trials(found, up).explanation
+
+
+def test_when_the_lowest_candidate_wins_half_of_it_is_tried_then_a_quarter():
+    model, data = overshooting_problem()  # at lr 0.5 the shortest step trains best
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    plain = suggest(model, mse, data, opt, steps=40)
+    s = suggest(model, mse, data, opt, steps=40, trials=True)
+    n = len(trial_candidates(plain.rules))
+    halved = s.trials[n:]
+    assert [t.rule for t in halved] == list(BELOW_RULES)[: len(halved)] and halved
+    for k, t in enumerate(halved):  # each halves a winner that was the lowest so far
+        before = s.trials[: n + k]
+        winner = expected_pick(before)
+        assert winner.threshold == min(x.threshold for x in before)
+        assert t.threshold == winner.threshold / 2
+        row = next(r for r in s.rules if r.name == t.rule)
+        assert row.threshold == t.threshold
+        assert row.clip_fraction == sum(x > t.threshold for x in s.norms) / len(s.norms)
+    pick = expected_pick(s.trials)
+    assert (s.rule, s.threshold) == (pick.rule, pick.threshold)
+    if len(halved) < len(BELOW_RULES):  # halving stopped because the half lost
+        assert pick is not halved[-1]
+    assert s.explanation.count("so half of it was tried") == len(halved)
+
+
+def test_a_halved_trial_replaces_the_winner_only_beyond_the_margin():
+    found = suggest_from_norms([float(n) for n in range(1, 21)])  # mean 10.5
+    by = {r.name: r for r in found.rules}
+    half = halved_rule(found.norms, by["autoclip_p10"], 0)
+    quarter = halved_rule(found.norms, half, 1)
+    found = dataclasses.replace(found, rules=[*found.rules, half, quarter])
+
+    def tried(*losses: float) -> list[Trial]:  # mean, p10 (the lowest), then the halved
+        rows = [by["pascanu_mean"], by["autoclip_p10"], half, quarter][: len(losses)]
+        return [
+            Trial(r.name, r.threshold, x, 3, (x,), 200.0) for r, x in zip(rows, losses, strict=True)
+        ]
+
+    hint = "won: a lower threshold may train better still"
+    close = with_trials(found, tried(100.0, 90.0, 89.8))  # 0.2 % lower than p10: noise
+    assert close.rule == "autoclip_p10" and "did not train better" in close.explanation
+    assert hint not in close.explanation and not picked_lowest(close)
+    down = with_trials(found, tried(100.0, 90.0, 80.0))
+    assert down.rule == "half_lowest" and "replaces it" in down.explanation
+    assert picked_lowest(down) and f"candidate, {half.threshold:.3g}, {hint}" in down.explanation
+    both = with_trials(found, tried(100.0, 90.0, 80.0, 70.0))
+    assert (both.rule, both.threshold) == ("quarter_lowest", quarter.threshold)
+    failed = with_trials(found, tried(100.0, 90.0, math.inf))  # a lower clip that diverged
+    assert failed.rule == "autoclip_p10" and hint not in failed.explanation
+    assert not picked_lowest(failed)
+    for t in (tried(100.0, 90.0, 89.8), tried(100.0, 90.0, 80.0, 70.0)):
+        assert with_trials(found, t).rule == expected_pick(t).rule
+
+
+def test_a_candidate_must_also_win_every_paired_run():
+    found = suggest_from_norms([4.0, 5.0, 6.0, 5.0])  # the mean norm: 5
+    half = next(r for r in found.rules if r.name == "pascanu_half")
+    mean = Trial("pascanu_mean", 5.0, 100.0, 10, (101.0, 99.0, 100.0))
+    lost_one = Trial("pascanu_half", half.threshold, 99.0, 10, (98.0, 98.0, 101.0))
+    kept = with_trials(found, [mean, lost_one])  # 1 % lower on average, but not in run 3
+    assert kept.rule == "pascanu_mean" and "not in every run" in kept.explanation
+    assert "lower in every run" in kept.explanation
+    won_all = Trial("pascanu_half", half.threshold, 99.0, 10, (100.5, 98.0, 98.5))
+    assert with_trials(found, [mean, won_all]).rule == "pascanu_half"
+    assert with_trials(found, [mean, lost_one], margin=0).rule == "pascanu_mean"
+    for t in ([mean, lost_one], [mean, won_all]):
+        assert with_trials(found, t).rule == expected_pick(t).rule
+
+
+@given(st.lists(st.floats(50.0, 150.0), min_size=6, max_size=6), st.sampled_from([0.0, 0.003]))
+def test_the_pick_follows_the_margin_and_every_run_rule(runs, margin):
+    found = suggest_from_norms([4.0, 5.0, 6.0, 5.0])
+    by = {r.name: r for r in found.rules}
+    trials = [
+        Trial(name, by[name].threshold, float(np.mean(x)), 10, tuple(x))
+        for name, x in (("pascanu_mean", runs[:3]), ("pascanu_half", runs[3:]))
+    ]
+    assert with_trials(found, trials, margin=margin).rule == expected_pick(trials, margin).rule
 
 
 def test_no_optimizer_runs_no_trials():

@@ -36,11 +36,19 @@ from gradclip.diagnostics.suggestion import (
     TRIAL_MARGIN,
     Suggestion,
     explain,
+    picked_lowest,
     recommend,
     with_trials,
 )
-from gradclip.diagnostics.thresholds import first_explosion, measured_clip_rule, threshold_rules
-from gradclip.diagnostics.trials import run_trials, trial_candidates
+from gradclip.diagnostics.thresholds import (
+    BELOW_RULES,
+    Rule,
+    first_explosion,
+    halved_rule,
+    measured_clip_rule,
+    threshold_rules,
+)
+from gradclip.diagnostics.trials import Trial, run_trials, trial_candidates
 from gradclip.monitor import EventRules, percentile
 
 __all__ = ["Suggestion", "first_explosion", "plot_norm_histogram", "suggest", "suggest_from_norms"]
@@ -179,7 +187,8 @@ def suggest(
         trials: then train each candidate threshold for ``steps`` steps on a fresh copy,
             from the same weights on the same batches, and recommend the one with the
             lowest training loss over the last quarter of its steps, if it beats the mean
-            norm's by ``trial_margin`` (:mod:`gradclip.diagnostics.trials`; up to six
+            norm's by ``trial_margin``; when the lowest candidate wins, half of it (and
+            then a quarter) is tried too (:mod:`gradclip.diagnostics.trials`; up to eight
             times the cost of the measurement).
         trial_repeats: with ``trials``, train each candidate on this many consecutive
             windows of ``steps`` batches and score it by the mean (``batches`` must then
@@ -245,20 +254,45 @@ def suggest(
             again.run(loss_fn, itertools.chain(list(seen), drawn()), steps - probe.done, tick)
             found = _remeasured(probe, again, rule_options)
         if trials and optimizer is not None:
-            candidates = trial_candidates(found.rules)
-            if on_total is not None:
-                on_total(found.steps + steps * len(candidates) * trial_repeats)
-            tried = run_trials(
-                model, loss_fn, lambda: itertools.chain(list(seen), drawn()), optimizer,
-                candidates, steps=steps, norm_type=norm_type, tick=tick, restart=restart,
-                repeats=trial_repeats, init=trial_init,
-            )  # fmt: skip
-            found = with_trials(
-                found, tried, from_inits=trial_init is not None, margin=trial_margin
-            )
+            total = found.steps
+
+            def trial(rows: list[Rule]) -> list[Trial]:
+                nonlocal total
+                total += steps * len(rows) * trial_repeats
+                if on_total is not None:
+                    on_total(total)
+                return run_trials(
+                    model, loss_fn, lambda: itertools.chain(list(seen), drawn()), optimizer,
+                    rows, steps=steps, norm_type=norm_type, tick=tick, restart=restart,
+                    repeats=trial_repeats, init=trial_init,
+                )  # fmt: skip
+
+            found = _tried(found, trial, from_inits=trial_init is not None, margin=trial_margin)
     finally:
         rng.restore()
     return found
+
+
+def _tried(
+    found: Suggestion,
+    trial: Callable[[list[Rule]], list[Trial]],
+    *,
+    from_inits: bool,
+    margin: float,
+) -> Suggestion:
+    """``found`` after trials of its candidates and, while the lowest one wins, of half
+    of it (at most ``len(BELOW_RULES)`` times): a search that stops at the edge of its
+    candidates has not bracketed the best (``docs/choosing-a-threshold.md``, setting C)."""
+    tried = trial(trial_candidates(found.rules))
+    picked = with_trials(found, tried, from_inits=from_inits, margin=margin)
+    for depth in range(len(BELOW_RULES)):
+        if not picked_lowest(picked):
+            break
+        row = halved_rule(found.norms, next(r for r in found.rules if r.name == picked.rule), depth)
+        found = dataclasses.replace(found, rules=[*found.rules, row])
+        tried += trial([row])
+        picked = with_trials(found, tried, from_inits=from_inits, margin=margin)
+    return picked
 
 
 def _remeasured(probe: NormPass, again: NormPass, rule_options: dict[str, Any]) -> Suggestion:

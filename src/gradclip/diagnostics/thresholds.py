@@ -36,17 +36,21 @@ from dataclasses import asdict, dataclass
 from gradclip.monitor import EventDetector, EventRules, percentile
 
 __all__ = [
+    "BELOW_RULES",
     "RULES",
     "ExplosionWatch",
     "Rule",
     "clip_fraction",
     "first_explosion",
+    "halved_rule",
     "measured_clip_rule",
     "threshold_rules",
     "zclip_threshold",
 ]
 
 RULES = ("pascanu_mean", "pascanu_half", "pascanu_10x", "autoclip_p10", "zclip", "median_x2")
+# The rows trials add below a winning lowest candidate: half of it, then half again.
+BELOW_RULES = ("half_lowest", "quarter_lowest")
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,8 @@ class Rule:
     """One row of the rules table.
 
     Attributes:
-        name: the rule's key (see :data:`RULES`; ``measured_clip`` after an explosion).
+        name: the rule's key (see :data:`RULES`; ``measured_clip`` after an explosion,
+            :data:`BELOW_RULES` after trials).
         threshold: the ``max_norm`` it gives on these norms.
         clip_fraction: fraction of the observed steps with norm > threshold.
         description: one line for the table.
@@ -199,6 +204,25 @@ def measured_clip_rule(norms: Sequence[float], clip: float) -> Rule:
     finite = [float(n) for n in norms if math.isfinite(n)]
     desc = "the clip these norms were measured under, after the explosion"
     return Rule("measured_clip", clip, clip_fraction(finite, clip), desc)
+
+
+def halved_rule(norms: Sequence[float], winner: Rule, depth: int) -> Rule:
+    """The row :data:`BELOW_RULES` ``[depth]``: half of ``winner``, the lowest candidate,
+    which won its trial (so the best clip may lie below every candidate), with its clip
+    fraction on ``norms``.
+
+    Example:
+        >>> won = Rule("measured_clip", 4.0, 0.5, "")
+        >>> row = halved_rule([1.0, 3.0, 5.0], won, 0)
+        >>> row.name, row.threshold, round(row.clip_fraction, 3)
+        ('half_lowest', 2.0, 0.667)
+        >>> halved_rule([1.0, 3.0, 5.0], row, 1).threshold
+        1.0
+    """
+    finite = [float(n) for n in norms if math.isfinite(n)]
+    half = winner.threshold / 2
+    desc = f"half of {winner.name}'s {winner.threshold:.3g}, the lowest candidate, which won"
+    return Rule(BELOW_RULES[depth], half, clip_fraction(finite, half), desc)
 
 
 class ExplosionWatch:

@@ -31,7 +31,10 @@ and, when the unclipped norm exploded, the clip the norms were then measured und
 the docs).
 The range's high end (``pascanu_10x``) is left out: the sweeps of
 ``docs/choosing-a-threshold.md`` lose the most there. A threshold within 5 % of one
-already kept is dropped.
+already kept is dropped. When the lowest candidate wins, :func:`gradclip.suggest` tries
+half of it, and half again if that wins too
+(:data:`~gradclip.diagnostics.thresholds.BELOW_RULES`): the best clip of setting C in the
+docs lies below every candidate.
 """
 
 from __future__ import annotations
