@@ -8,9 +8,9 @@ mean score is "picked" and judged by the sweep's mean validation perplexity over
 ``--margin F`` the pick replaces the first candidate only if it beats it as
 ``gradclip.diagnostics.suggestion.beats`` decides for ``suggest(trial_margin=F)``: a score
 lower by more than the fraction F, and lower for every seed of the set (default 0: the
-lowest decides when it wins every seed). When the lowest candidate is picked and the sweep
-has cells at half its threshold (and then a quarter), those are tried next, as ``suggest``
-does.
+lowest decides when it wins every seed). When the lowest candidate is picked, lower
+thresholds are tried next as ``suggest`` does (``--measured C``, the clip ``suggest`` measured
+under after an explosion, first; then half the winner), where the sweep has their cells.
 ``--tail T`` scores the last fraction T of the steps instead of the last quarter (0.25,
 what ``suggest`` scores; 0.5, the second half, is what it scored before 2026-12-04), to
 ask whether another window would rank the candidates better.
@@ -33,8 +33,14 @@ import statistics
 from pathlib import Path
 
 from gradclip.diagnostics.suggestion import beats
-from gradclip.diagnostics.thresholds import BELOW_RULES
-from gradclip.diagnostics.trials import SCORED_FRACTION, Trial, trial_score
+from gradclip.diagnostics.thresholds import Rule
+from gradclip.diagnostics.trials import (
+    LOWER_STEPS,
+    SCORED_FRACTION,
+    Trial,
+    lower_candidate,
+    trial_score,
+)
 
 
 def read_cells(
@@ -61,29 +67,43 @@ def replay(
     cands: list[float],
     seeds: tuple[int, ...],
     margin: float,
+    measured: float | None = None,
 ) -> float:
     """The threshold trials from ``seeds`` pick among ``cands`` (the first is the default),
-    then halving while the lowest wins and the sweep has the halved cells."""
+    then going lower while the lowest wins (``lower_candidate``: the ``measured`` clip,
+    then half the winner), as long as the sweep has the cells."""
 
-    def trial(c: float) -> Trial:
+    def trial(c: float, name: str) -> Trial:
         runs = tuple(cells[(c, s)][1] for s in seeds)
         loss = statistics.fmean(runs) if all(map(math.isfinite, runs)) else math.inf
-        return Trial("", c, loss, 0, runs)
+        return Trial(name, c, loss, 0, runs)
 
-    tried = {c: trial(c) for c in cands}
-    pick = min(cands, key=lambda c: tried[c].loss)
-    if not beats(tried[pick], tried[cands[0]], margin):
-        pick = cands[0]
-    for _ in BELOW_RULES:
-        half = [t for t in thresholds if abs(t - pick / 2) <= 0.01 * pick / 2]
-        if pick > min(cands) or not half or not all((half[0], s) in cells for s in seeds):
+    tried = [trial(c, f"candidate{i}") for i, c in enumerate(cands)]
+    pick = min(tried, key=lambda t: t.loss)
+    if not beats(pick, tried[0], margin):
+        pick = tried[0]
+    rows = [Rule("measured_clip", measured, 0.0, "")] if measured is not None else []
+    for _ in range(LOWER_STEPS):
+        if pick.threshold > min(t.threshold for t in tried):
             break
-        cands = [*cands, half[0]]
-        tried[half[0]] = trial(half[0])
-        if not beats(tried[half[0]], tried[pick], margin):
+        winner = Rule(pick.rule, pick.threshold, 0.0, "")
+        row = lower_candidate(rows, winner, {t.rule for t in tried}, [])
+        cell = [t for t in thresholds if abs(t - row.threshold) <= 0.01 * row.threshold]
+        if not cell or not all((cell[0], s) in cells for s in seeds):
+            break  # the sweep did not run it
+        tried.append(trial(cell[0], row.name))
+        if not beats(tried[-1], pick, margin):
             break
-        pick = half[0]
-    return pick
+        pick = tried[-1]
+    return pick.threshold
+
+
+def nearest(thresholds: list[float], given: float, flag: str) -> float:
+    """The sweep's threshold within 1 % of ``given`` (thresholds are printed to 3 digits)."""
+    near = min(thresholds, key=lambda t: abs(t - given))
+    if abs(near - given) > 0.01 * given:
+        raise SystemExit(f"{flag}: no sweep threshold within 1 % of {given:g}")
+    return near
 
 
 def percent(x: float) -> str:
@@ -96,6 +116,7 @@ def main() -> None:
     p.add_argument("sweep", type=Path)
     p.add_argument("--candidates", required=True, help="comma-separated thresholds")
     p.add_argument("--margin", type=float, default=0.0, help="as suggest's trial_margin")
+    p.add_argument("--measured", type=float, help="the measured clip, after an explosion")
     p.add_argument(
         "--tail", type=float, default=SCORED_FRACTION, help="fraction of the steps scored"
     )
@@ -106,12 +127,8 @@ def main() -> None:
         raise SystemExit(f"--tail: {e}") from None
     seeds = sorted({s for _, s in cells})
     thresholds = sorted({t for t, _ in cells})
-    cands = []
-    for given in (float(c) for c in args.candidates.split(",")):  # as printed, to 3 digits
-        near = min(thresholds, key=lambda t: abs(t - given))
-        if abs(near - given) > 0.01 * given:
-            raise SystemExit(f"--candidates: no sweep threshold within 1 % of {given:g}")
-        cands.append(near)
+    cands = [nearest(thresholds, float(c), "--candidates") for c in args.candidates.split(",")]
+    measured = None if args.measured is None else nearest(thresholds, args.measured, "--measured")
     valid = {t: statistics.fmean(cells[(t, s)][0] for s in seeds) for t in thresholds}
     best = min(valid.values())
     gap = 100 * (valid[cands[0]] / best - 1)
@@ -121,7 +138,7 @@ def main() -> None:
     for k in range(1, 5):
         dist = []
         for combo in itertools.combinations(seeds, k):
-            pick = replay(cells, thresholds, cands, combo, args.margin)
+            pick = replay(cells, thresholds, cands, combo, args.margin, measured)
             dist.append(100 * (valid[pick] / best - 1))
         inside = sum(d <= 2 for d in dist) / len(dist)
         print(f"{k:2d}  {len(dist):9d}  {percent(statistics.fmean(dist)):>26}  {inside:9.0%}")

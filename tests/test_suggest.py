@@ -13,7 +13,7 @@ from torch import nn
 
 from gradclip.diagnostics.suggest import plot_norm_histogram, suggest, suggest_from_norms
 from gradclip.diagnostics.thresholds import threshold_rules, zclip_threshold
-from gradclip.diagnostics.trials import trial_candidates
+from gradclip.diagnostics.trials import lower_candidate, trial_candidates
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -133,11 +133,13 @@ def test_an_explosion_is_measured_again_under_a_clip():
         opt.step()
     assert s.norms == pytest.approx(want, rel=1e-5)
     assert s.rules[0].threshold == pytest.approx(float(np.mean(want)), rel=1e-6)
-    # the clip it trained under safely is a row, and a trial candidate
+    # the clip it trained under safely is a row, tried only below a winning lowest candidate
     safe = s.rules[-1]
     assert (safe.name, safe.threshold) == ("measured_clip", s.measured_clip)
     assert safe.clip_fraction == sum(n > s.measured_clip for n in want) / len(want)
-    assert "measured_clip" in [r.name for r in trial_candidates(s.rules)]
+    assert "measured_clip" not in [r.name for r in trial_candidates(s.rules)]
+    lowest = min(trial_candidates(s.rules), key=lambda r: r.threshold)
+    assert lower_candidate(s.rules, lowest, {lowest.name}, s.norms) == safe
     assert "clipped at" in s.explanation
     # clipped, this quadratic still oscillates far above c0: the lr is the problem
     assert float(np.median(want)) > 5 * s.measured_clip

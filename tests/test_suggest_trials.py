@@ -17,7 +17,7 @@ from torch import nn
 
 from gradclip.diagnostics.suggest import suggest, suggest_from_norms
 from gradclip.diagnostics.suggestion import TRIAL_MARGIN, picked_lowest, with_trials
-from gradclip.diagnostics.thresholds import BELOW_RULES, Rule, halved_rule
+from gradclip.diagnostics.thresholds import HALVED_RULES, Rule, halved_rule
 from gradclip.diagnostics.trials import (
     TRIAL_RULES,
     Trial,
@@ -71,7 +71,7 @@ def expected_pick(trials: list[Trial], margin: float = TRIAL_MARGIN) -> Trial:
         runs = np.array(a.losses) < np.array(b.losses) if a.losses and b.losses else [True]
         return bool(a.loss < (1 - margin) * b.loss and np.all(runs))
 
-    first = [t for t in trials if t.rule not in ("half_lowest", "quarter_lowest")]
+    first = [t for t in trials if t.rule not in ("measured_clip", "half_lowest", "quarter_lowest")]
     lowest = min(first, key=lambda t: t.loss)
     mean = next(t for t in first if t.rule == "pascanu_mean")
     pick = lowest if wins(lowest, mean) else mean
@@ -339,27 +339,37 @@ def test_a_win_by_the_lowest_candidate_says_the_best_may_lie_lower():
     assert hint not in with_trials(found, up).explanation
 
 
-def test_when_the_lowest_candidate_wins_half_of_it_is_tried_then_a_quarter():
+def test_when_the_lowest_candidate_wins_lower_thresholds_are_tried():
     model, data = overshooting_problem()  # at lr 0.5 the shortest step trains best
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     plain = suggest(model, mse, data, opt, steps=40)
     s = suggest(model, mse, data, opt, steps=40, trials=True)
-    n = len(trial_candidates(plain.rules))
-    halved = s.trials[n:]
-    assert [t.rule for t in halved] == list(BELOW_RULES)[: len(halved)] and halved
-    for k, t in enumerate(halved):  # each halves a winner that was the lowest so far
+    clip = next(r for r in plain.rules if r.name == "measured_clip")  # it exploded
+    first = trial_candidates(plain.rules)
+    assert "measured_clip" not in {r.name for r in first}  # tried only below a winner
+    n = len(first)
+    lower = s.trials[n:]
+    assert 1 <= len(lower) <= 2
+    for k, t in enumerate(lower):  # each goes below a winner that was the lowest so far
         before = s.trials[: n + k]
         winner = expected_pick(before)
         assert winner.threshold == min(x.threshold for x in before)
-        assert t.threshold == winner.threshold / 2
+        if clip.threshold < 0.95 * winner.threshold and "measured_clip" not in {
+            x.rule for x in before
+        }:
+            assert (t.rule, t.threshold) == ("measured_clip", clip.threshold)
+        else:
+            halved = sum(x.rule in HALVED_RULES for x in before)
+            assert (t.rule, t.threshold) == (HALVED_RULES[halved], winner.threshold / 2)
         row = next(r for r in s.rules if r.name == t.rule)
         assert row.threshold == t.threshold
         assert row.clip_fraction == sum(x > t.threshold for x in s.norms) / len(s.norms)
+    assert [t.rule for t in lower][:1] == ["measured_clip"]  # 28.3, below every rule here
     pick = expected_pick(s.trials)
     assert (s.rule, s.threshold) == (pick.rule, pick.threshold)
-    if len(halved) < len(BELOW_RULES):  # halving stopped because the half lost
-        assert pick is not halved[-1]
-    assert s.explanation.count("so half of it was tried") == len(halved)
+    if len(lower) < 2:  # going lower stopped because the lower one lost
+        assert pick is not lower[-1]
+    assert s.explanation.count("so a lower one was tried") == len(lower)
 
 
 def test_a_halved_trial_replaces_the_winner_only_beyond_the_margin():

@@ -41,14 +41,18 @@ from gradclip.diagnostics.suggestion import (
     with_trials,
 )
 from gradclip.diagnostics.thresholds import (
-    BELOW_RULES,
     Rule,
     first_explosion,
-    halved_rule,
     measured_clip_rule,
     threshold_rules,
 )
-from gradclip.diagnostics.trials import Trial, run_trials, trial_candidates
+from gradclip.diagnostics.trials import (
+    LOWER_STEPS,
+    Trial,
+    lower_candidate,
+    run_trials,
+    trial_candidates,
+)
 from gradclip.monitor import EventRules, percentile
 
 __all__ = ["Suggestion", "first_explosion", "plot_norm_histogram", "suggest", "suggest_from_norms"]
@@ -280,16 +284,19 @@ def _tried(
     from_inits: bool,
     margin: float,
 ) -> Suggestion:
-    """``found`` after trials of its candidates and, while the lowest one wins, of half
-    of it (at most ``len(BELOW_RULES)`` times): a search that stops at the edge of its
-    candidates has not bracketed the best (``docs/choosing-a-threshold.md``, setting C)."""
+    """``found`` after trials of its candidates and, while the lowest one wins, of a lower
+    one (:func:`~gradclip.diagnostics.trials.lower_candidate`, at most ``LOWER_STEPS``): a
+    search that stops at the edge of its candidates has not bracketed the best
+    (``docs/choosing-a-threshold.md``, settings C and E)."""
     tried = trial(trial_candidates(found.rules))
     picked = with_trials(found, tried, from_inits=from_inits, margin=margin)
-    for depth in range(len(BELOW_RULES)):
+    for _ in range(LOWER_STEPS):
         if not picked_lowest(picked):
             break
-        row = halved_rule(found.norms, next(r for r in found.rules if r.name == picked.rule), depth)
-        found = dataclasses.replace(found, rules=[*found.rules, row])
+        winner = next(r for r in found.rules if r.name == picked.rule)
+        row = lower_candidate(found.rules, winner, {t.rule for t in tried}, found.norms)
+        if row not in found.rules:
+            found = dataclasses.replace(found, rules=[*found.rules, row])
         tried += trial([row])
         picked = with_trials(found, tried, from_inits=from_inits, margin=margin)
     return picked

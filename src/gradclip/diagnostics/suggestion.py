@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradclip.diagnostics.thresholds import BELOW_RULES, Rule
-from gradclip.diagnostics.trials import Trial
+from gradclip.diagnostics.thresholds import Rule
+from gradclip.diagnostics.trials import LOWER_RULES, Trial
 from gradclip.monitor import EventRules, percentile
 
 __all__ = [
@@ -135,7 +135,7 @@ def with_trials(
     recommendation (loss :math:`L_0`) only if it :func:`beats` it
     (:math:`L^* < (1 - \text{margin})\,L_0`, and lower in every run when the trials had
     several), or if the measured one's trial failed; if every trial failed, nothing
-    changes. Trials of the :data:`~gradclip.diagnostics.thresholds.BELOW_RULES` rows (half
+    changes. Trials of the :data:`~gradclip.diagnostics.trials.LOWER_RULES` rows (below
     the lowest candidate, after it won) come last and are taken in order: each replaces
     the winner so far only if it beats it too.
 
@@ -158,7 +158,7 @@ def with_trials(
         'pascanu_half'
     """
     ok = [t for t in trials if math.isfinite(t.loss)]
-    first = [t for t in ok if t.rule not in BELOW_RULES]
+    first = [t for t in ok if t.rule not in LOWER_RULES]
     if not first:
         note = " Every trial's loss stopped being finite, so the recommendation stays as measured."
         return dataclasses.replace(found, trials=trials, explanation=found.explanation + note)
@@ -178,7 +178,7 @@ def with_trials(
             f"runs' noise, so {found.rule} stays."
         )
         best = measured
-    best, below = _below(best, [t for t in trials if t.rule in BELOW_RULES], margin)
+    best, below = _below(best, [t for t in trials if t.rule in LOWER_RULES], margin)
     rec = by[best.rule]
     listed = ", ".join(f"{t.threshold:.3g} ({t.rule}): {t.loss:.5g}" for t in trials)
     runs = len(best.losses)
@@ -227,7 +227,7 @@ def beats(challenger: Trial, incumbent: Trial, margin: float = TRIAL_MARGIN) -> 
 
 
 def _below(best: Trial, halved: list[Trial], margin: float) -> tuple[Trial, str]:
-    """The winner after the trials of halved thresholds, each taken only if it
+    """The winner after the trials of lower thresholds, each taken only if it
     :func:`beats` the winner so far, and the sentence that says so."""
     text = ""
     for t in halved:
@@ -238,7 +238,7 @@ def _below(best: Trial, halved: list[Trial], margin: float) -> tuple[Trial, str]
             else f"did not train better beyond the margin, so {best.threshold:.3g} stays"
         )
         text += (
-            f" The lowest candidate, {best.threshold:.3g}, won, so half of it was tried: "
+            f" The lowest candidate, {best.threshold:.3g}, won, so a lower one was tried: "
             f"{t.threshold:.3g} ({t.rule}) {verdict}."
         )
         if not won:

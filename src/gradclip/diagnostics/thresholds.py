@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from gradclip.monitor import EventDetector, EventRules, percentile
 
 __all__ = [
-    "BELOW_RULES",
+    "HALVED_RULES",
     "RULES",
     "ExplosionWatch",
     "Rule",
@@ -50,7 +50,7 @@ __all__ = [
 
 RULES = ("pascanu_mean", "pascanu_half", "pascanu_10x", "autoclip_p10", "zclip", "median_x2")
 # The rows trials add below a winning lowest candidate: half of it, then half again.
-BELOW_RULES = ("half_lowest", "quarter_lowest")
+HALVED_RULES = ("half_lowest", "quarter_lowest")
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Rule:
 
     Attributes:
         name: the rule's key (see :data:`RULES`; ``measured_clip`` after an explosion,
-            :data:`BELOW_RULES` after trials).
+            :data:`HALVED_RULES` after trials).
         threshold: the ``max_norm`` it gives on these norms.
         clip_fraction: fraction of the observed steps with norm > threshold.
         description: one line for the table.
@@ -207,7 +207,7 @@ def measured_clip_rule(norms: Sequence[float], clip: float) -> Rule:
 
 
 def halved_rule(norms: Sequence[float], winner: Rule, depth: int) -> Rule:
-    """The row :data:`BELOW_RULES` ``[depth]``: half of ``winner``, the lowest candidate,
+    """The row :data:`HALVED_RULES` ``[depth]``: half of ``winner``, the lowest candidate,
     which won its trial (so the best clip may lie below every candidate), with its clip
     fraction on ``norms``.
 
@@ -222,7 +222,7 @@ def halved_rule(norms: Sequence[float], winner: Rule, depth: int) -> Rule:
     finite = [float(n) for n in norms if math.isfinite(n)]
     half = winner.threshold / 2
     desc = f"half of {winner.name}'s {winner.threshold:.3g}, the lowest candidate, which won"
-    return Rule(BELOW_RULES[depth], half, clip_fraction(finite, half), desc)
+    return Rule(HALVED_RULES[depth], half, clip_fraction(finite, half), desc)
 
 
 class ExplosionWatch:
