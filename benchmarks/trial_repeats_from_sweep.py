@@ -125,8 +125,9 @@ def main() -> None:
         cells = read_cells(args.sweep, args.tail)
     except ValueError as e:  # trial_score checks the fraction
         raise SystemExit(f"--tail: {e}") from None
-    seeds = sorted({s for _, s in cells})
     thresholds = sorted({t for t, _ in cells})
+    # the seeds every threshold has (a sweep extended with more seeds on some thresholds)
+    seeds = sorted(set.intersection(*({s for u, s in cells if u == t} for t in thresholds)))
     cands = [nearest(thresholds, float(c), "--candidates") for c in args.candidates.split(",")]
     measured = None if args.measured is None else nearest(thresholds, args.measured, "--measured")
     valid = {t: statistics.fmean(cells[(t, s)][0] for s in seeds) for t in thresholds}

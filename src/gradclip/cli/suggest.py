@@ -9,9 +9,10 @@ Two sources of norms:
 * ``--trials`` then trains each candidate threshold for ``N`` steps from the same start
   and recommends the one with the lowest training loss over the last quarter of its
   steps, if it beats the mean norm's by
-  ``--trial-margin`` (when the lowest candidate wins, half of it, then a quarter, is
-  tried too); ``--trial-seeds K`` trains each from the initial weights of K
-  seeds, ``--trial-repeats K`` on K windows of batches;
+  ``--trial-margin`` and in every run (when the lowest candidate wins, up to two lower
+  thresholds are tried: the measured clip, then half the winner); ``--trial-seeds K``
+  trains each from the initial weights of K seeds, ``--trial-repeats K`` on K windows of
+  batches;
 * ``gradclip suggest RUN_DIR``: reads the pre-clip norms already recorded in the
   run's ``metrics.jsonl``; no training.
 
@@ -103,8 +104,8 @@ def register(subparsers: Any) -> None:
         "--trials",
         action="store_true",
         help="then train each candidate threshold for --steps steps from the same start and "
-        "recommend the one with the lowest training loss over its last quarter, trying half "
-        "the lowest when it wins (with --config; up to 8x the cost)",
+        "recommend the one with the lowest training loss over its last quarter, trying lower "
+        "ones when the lowest wins (with --config; up to 8x the cost)",
     )
     p.add_argument(
         "--trial-repeats",

@@ -191,9 +191,10 @@ def suggest(
         trials: then train each candidate threshold for ``steps`` steps on a fresh copy,
             from the same weights on the same batches, and recommend the one with the
             lowest training loss over the last quarter of its steps, if it beats the mean
-            norm's by ``trial_margin``; when the lowest candidate wins, half of it (and
-            then a quarter) is tried too (:mod:`gradclip.diagnostics.trials`; up to eight
-            times the cost of the measurement).
+            norm's by ``trial_margin`` and in every repeat; when the lowest candidate
+            wins, up to two lower thresholds are tried too, one at a time
+            (:mod:`gradclip.diagnostics.trials`; up to eight times the cost of the
+            measurement).
         trial_repeats: with ``trials``, train each candidate on this many consecutive
             windows of ``steps`` batches and score it by the mean (``batches`` must then
             yield ``trial_repeats * steps``); each repeat costs as much again.

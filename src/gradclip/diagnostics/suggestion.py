@@ -226,11 +226,11 @@ def beats(challenger: Trial, incumbent: Trial, margin: float = TRIAL_MARGIN) -> 
     return len(challenger.losses) != len(incumbent.losses) or all(c < i for c, i in pairs)
 
 
-def _below(best: Trial, halved: list[Trial], margin: float) -> tuple[Trial, str]:
+def _below(best: Trial, lower: list[Trial], margin: float) -> tuple[Trial, str]:
     """The winner after the trials of lower thresholds, each taken only if it
     :func:`beats` the winner so far, and the sentence that says so."""
     text = ""
-    for t in halved:
+    for t in lower:
         won = beats(t, best, margin)
         verdict = (
             "trained better beyond the margin and replaces it"
