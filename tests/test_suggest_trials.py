@@ -21,6 +21,7 @@ from gradclip.diagnostics.thresholds import HALVED_RULES, Rule, halved_rule
 from gradclip.diagnostics.trials import (
     TRIAL_RULES,
     Trial,
+    lower_candidate,
     run_trials,
     trial_candidates,
     trial_score,
@@ -425,6 +426,23 @@ def test_the_pick_follows_the_margin_and_every_run_rule(runs, margin):
         for name, x in (("pascanu_mean", runs[:3]), ("pascanu_half", runs[3:]))
     ]
     assert with_trials(found, trials, margin=margin).rule == expected_pick(trials, margin).rule
+
+
+@given(st.floats(0.01, 100.0), st.floats(0.01, 100.0))
+def test_the_next_lower_threshold_is_the_measured_clip_if_clearly_below_else_half(w, c):
+    winner, clip = Rule("pascanu_half", w, 0.5, ""), Rule("measured_clip", c, 0.9, "")
+    norms = [0.5, 2.0, 8.0, 30.0]
+    got = lower_candidate([winner, clip], winner, {"pascanu_half"}, norms)
+    if c < 0.95 * w:
+        assert got == clip
+    else:  # too close to the winner (or above it): half of the winner instead
+        assert (got.name, got.threshold) == ("half_lowest", w / 2)
+        assert got.clip_fraction == sum(n > w / 2 for n in norms) / 4
+    # once the clip was tried, the next is half of the winner, then a quarter's name
+    after = lower_candidate([winner, clip], winner, {"pascanu_half", "measured_clip"}, norms)
+    assert (after.name, after.threshold) == ("half_lowest", w / 2)
+    again = lower_candidate([winner], after, {"pascanu_half", "half_lowest"}, norms)
+    assert (again.name, again.threshold) == ("quarter_lowest", w / 4)
 
 
 def test_no_optimizer_runs_no_trials():
