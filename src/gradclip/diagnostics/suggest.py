@@ -308,7 +308,7 @@ def _remeasured(probe: NormPass, again: NormPass, rule_options: dict[str, Any]) 
     probe's explosion, with a warning when even clipped they stayed far above the clip.
 
     The clip itself becomes a row, ``measured_clip``: the model has just trained safely
-    under it, so it is a candidate for the trials."""
+    under it, so trials try it below a winning lowest candidate."""
     clip_at = again.clip_at
     what = f"training steps clipped at {clip_at:.3g}"
     assert probe.exploded_at is not None

@@ -250,8 +250,12 @@ def _below(best: Trial, lower: list[Trial], margin: float) -> tuple[Trial, str]:
 def picked_lowest(s: Suggestion) -> bool:
     """Whether ``s``'s trials (two or more, one finite) picked the lowest threshold of them
     all, so a lower one might train better still."""
-    ok = any(math.isfinite(t.loss) for t in s.trials)
-    return ok and len(s.trials) >= 2 and s.threshold <= min(t.threshold for t in s.trials)
+    return any(math.isfinite(t.loss) for t in s.trials) and _is_lowest(s.trials, s.threshold)
+
+
+def _is_lowest(trials: list[Trial], threshold: float) -> bool:
+    """Whether ``threshold`` is the lowest of two or more ``trials``' thresholds."""
+    return len(trials) >= 2 and threshold <= min(t.threshold for t in trials)
 
 
 def backwards(trials: list[Trial]) -> str:
@@ -282,8 +286,8 @@ def lowest_won(trials: list[Trial], best: Trial) -> str:
         >>> lowest_won(tried, tried[0])
         ''
     """
-    if len(trials) < 2 or best.threshold > min(t.threshold for t in trials):
-        return ""  # the same condition as picked_lowest
+    if not _is_lowest(trials, best.threshold):
+        return ""
     return (
         f" The lowest candidate, {best.threshold:.3g}, won: a lower threshold may train "
         f"better still, so sweep a few below it (gradclip sweep)."
