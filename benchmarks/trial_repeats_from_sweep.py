@@ -5,7 +5,7 @@ at threshold c and seed s is a trial of c from seed s's initial weights (same ba
 same steps), and ``trial_score`` of its losses (the mean over the last quarter of its
 steps) is that trial's score. For every set of k seeds, the candidate with the lowest
 mean score is "picked" and judged by the sweep's mean validation perplexity over all seeds. With
-``--margin F`` the pick replaces the first candidate only if it beats it as
+``--margin F`` the pick replaces the mean norm (``pascanu_mean``) only if it beats it as
 ``gradclip.diagnostics.suggestion.beats`` decides for ``suggest(trial_margin=F)``: a score
 lower by more than the fraction F, and lower for every seed of the set (default 0: the
 lowest decides when it wins every seed). When the lowest candidate is picked, lower
@@ -18,7 +18,10 @@ ask whether another window would rank the candidates better.
     python benchmarks/trial_repeats_from_sweep.py SWEEP_DIR --candidates 7.4,8.61,9.49,3.61 \
         --margin 0.003
 
-The first candidate is ``suggest``'s default recommendation. Prints, for k = 1 .. 4,
+Candidates are given in the order of ``TRIAL_RULES`` (the first is the mean norm,
+``suggest``'s default) or as ``RULE=VALUE``; as in ``suggest``, one within 5 % of a
+candidate before it is not tried. The selection is ``suggest``'s own
+(``gradclip.diagnostics.trial_search.search_trials``). Prints, for k = 1 .. 4,
 the mean distance of the pick from the best threshold and the share of seed sets whose
 pick is within 2 %.
 """
@@ -32,15 +35,10 @@ import math
 import statistics
 from pathlib import Path
 
-from gradclip.diagnostics.suggestion import beats
+from gradclip.diagnostics.suggestion import RECOMMENDED_RULE, Suggestion
 from gradclip.diagnostics.thresholds import Rule
-from gradclip.diagnostics.trials import (
-    LOWER_STEPS,
-    SCORED_FRACTION,
-    Trial,
-    lower_candidate,
-    trial_score,
-)
+from gradclip.diagnostics.trial_search import search_trials
+from gradclip.diagnostics.trials import SCORED_FRACTION, TRIAL_RULES, Trial, trial_score
 
 
 def read_cells(
@@ -64,38 +62,33 @@ def read_cells(
 def replay(
     cells: dict[tuple[float, int], tuple[float, float]],
     thresholds: list[float],
-    cands: list[float],
+    cands: list[tuple[str, float]],
     seeds: tuple[int, ...],
     margin: float,
     measured: float | None = None,
 ) -> float:
-    """The threshold trials from ``seeds`` pick among ``cands`` (the first is the default),
-    then going lower while the lowest wins (``lower_candidate``: the ``measured`` clip,
-    then half the winner), as long as the sweep has the cells."""
+    """The threshold ``search_trials`` (``suggest``'s own selection) picks when its trials
+    are the cells of ``seeds``: among ``cands`` (rule, threshold; ``pascanu_mean`` is the
+    default), then lower while the lowest wins (the ``measured`` clip, then half the
+    winner). A lower threshold the sweep has no cell for counts as a failed trial."""
+    rules = [Rule(name, c, 0.0, "") for name, c in cands]
+    rules += [Rule(n, math.nan, 0.0, "") for n in TRIAL_RULES if n not in dict(cands)]
+    if measured is not None:
+        rules.append(Rule("measured_clip", measured, 0.0, ""))
+    found = Suggestion(math.nan, RECOMMENDED_RULE, rules, [], 0, None, "")
 
-    def trial(c: float, name: str) -> Trial:
-        runs = tuple(cells[(c, s)][1] for s in seeds)
-        loss = statistics.fmean(runs) if all(map(math.isfinite, runs)) else math.inf
-        return Trial(name, c, loss, 0, runs)
+    def trial(rows: list[Rule]) -> list[Trial]:
+        out = []
+        for row in rows:
+            near = [t for t in thresholds if abs(t - row.threshold) <= 0.01 * row.threshold]
+            c = near[0] if near else row.threshold  # no cell: every run counts as failed
+            runs = tuple(cells.get((c, s), (math.nan, math.inf))[1] for s in seeds)
+            loss = statistics.fmean(runs) if all(map(math.isfinite, runs)) else math.inf
+            out.append(Trial(row.name, c, loss, 0, runs))
+        return out
 
-    tried = [trial(c, f"candidate{i}") for i, c in enumerate(cands)]
-    pick = min(tried, key=lambda t: t.loss)
-    if not beats(pick, tried[0], margin):
-        pick = tried[0]
-    rows = [Rule("measured_clip", measured, 0.0, "")] if measured is not None else []
-    for _ in range(LOWER_STEPS):
-        if pick.threshold > min(t.threshold for t in tried):
-            break
-        winner = Rule(pick.rule, pick.threshold, 0.0, "")
-        row = lower_candidate(rows, winner, {t.rule for t in tried}, [])
-        cell = [t for t in thresholds if abs(t - row.threshold) <= 0.01 * row.threshold]
-        if not cell or not all((cell[0], s) in cells for s in seeds):
-            break  # the sweep did not run it
-        tried.append(trial(cell[0], row.name))
-        if not beats(tried[-1], pick, margin):
-            break
-        pick = tried[-1]
-    return pick.threshold
+    picked = search_trials(found, trial, margin=margin)
+    return next(t.threshold for t in picked.trials if t.rule == picked.rule)  # the cell's
 
 
 def nearest(thresholds: list[float], given: float, flag: str) -> float:
@@ -106,6 +99,18 @@ def nearest(thresholds: list[float], given: float, flag: str) -> float:
     return near
 
 
+def candidate(thresholds: list[float], given: str, i: int) -> tuple[str, float]:
+    """``RULE=VALUE``, or a bare value for the ``i``-th of ``TRIAL_RULES``, as (rule, the
+    sweep's threshold)."""
+    name, _, value = given.rpartition("=")
+    if not name and i >= len(TRIAL_RULES):
+        raise SystemExit(f"--candidates: more than {len(TRIAL_RULES)} bare values; name them")
+    name = name or TRIAL_RULES[i]
+    if name not in TRIAL_RULES:
+        raise SystemExit(f"--candidates: unknown rule {name!r} (one of {', '.join(TRIAL_RULES)})")
+    return name, nearest(thresholds, float(value), "--candidates")
+
+
 def percent(x: float) -> str:
     """A distance in percent: two decimals, or three significant digits past 10^4 %."""
     return f"{x:+.2f} %" if abs(x) < 1e4 else f"{x:+.3g} %"
@@ -114,7 +119,11 @@ def percent(x: float) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("sweep", type=Path)
-    p.add_argument("--candidates", required=True, help="comma-separated thresholds")
+    p.add_argument(
+        "--candidates",
+        required=True,
+        help="comma-separated thresholds, RULE=VALUE or bare in the order of TRIAL_RULES",
+    )
     p.add_argument("--margin", type=float, default=0.0, help="as suggest's trial_margin")
     p.add_argument("--measured", type=float, help="the measured clip, after an explosion")
     p.add_argument(
@@ -128,12 +137,13 @@ def main() -> None:
     thresholds = sorted({t for t, _ in cells})
     # the seeds every threshold has (a sweep extended with more seeds on some thresholds)
     seeds = sorted(set.intersection(*({s for u, s in cells if u == t} for t in thresholds)))
-    cands = [nearest(thresholds, float(c), "--candidates") for c in args.candidates.split(",")]
+    cands = [candidate(thresholds, c, i) for i, c in enumerate(args.candidates.split(","))]
     measured = None if args.measured is None else nearest(thresholds, args.measured, "--measured")
     valid = {t: statistics.fmean(cells[(t, s)][0] for s in seeds) for t in thresholds}
     best = min(valid.values())
-    gap = 100 * (valid[cands[0]] / best - 1)
-    where = f"the default {cands[0]:g} is {percent(gap)} from the best"
+    default = dict(cands)[RECOMMENDED_RULE]
+    gap = 100 * (valid[default] / best - 1)
+    where = f"the default {default:g} is {percent(gap)} from the best"
     print(f"{len(seeds)} seeds, margin {args.margin:g}, tail {args.tail:g}; {where}")
     print(" k  seed sets  mean distance of the pick  within 2 %")
     for k in range(1, 5):

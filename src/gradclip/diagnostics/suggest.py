@@ -36,9 +36,7 @@ from gradclip.diagnostics.suggestion import (
     TRIAL_MARGIN,
     Suggestion,
     explain,
-    picked_lowest,
     recommend,
-    with_trials,
 )
 from gradclip.diagnostics.thresholds import (
     Rule,
@@ -46,13 +44,8 @@ from gradclip.diagnostics.thresholds import (
     measured_clip_rule,
     threshold_rules,
 )
-from gradclip.diagnostics.trials import (
-    LOWER_STEPS,
-    Trial,
-    lower_candidate,
-    run_trials,
-    trial_candidates,
-)
+from gradclip.diagnostics.trial_search import search_trials
+from gradclip.diagnostics.trials import Trial, run_trials
 from gradclip.monitor import EventRules, percentile
 
 __all__ = ["Suggestion", "first_explosion", "plot_norm_histogram", "suggest", "suggest_from_norms"]
@@ -272,35 +265,12 @@ def suggest(
                     repeats=trial_repeats, init=trial_init,
                 )  # fmt: skip
 
-            found = _tried(found, trial, from_inits=trial_init is not None, margin=trial_margin)
+            found = search_trials(
+                found, trial, from_inits=trial_init is not None, margin=trial_margin
+            )
     finally:
         rng.restore()
     return found
-
-
-def _tried(
-    found: Suggestion,
-    trial: Callable[[list[Rule]], list[Trial]],
-    *,
-    from_inits: bool,
-    margin: float,
-) -> Suggestion:
-    """``found`` after trials of its candidates and, while the lowest one wins, of a lower
-    one (:func:`~gradclip.diagnostics.trials.lower_candidate`, at most ``LOWER_STEPS``): a
-    search that stops at the edge of its candidates has not bracketed the best
-    (``docs/choosing-a-threshold.md``, settings C and E)."""
-    tried = trial(trial_candidates(found.rules))
-    picked = with_trials(found, tried, from_inits=from_inits, margin=margin)
-    for _ in range(LOWER_STEPS):
-        if not picked_lowest(picked):
-            break
-        winner = next(r for r in found.rules if r.name == picked.rule)
-        row = lower_candidate(found.rules, winner, {t.rule for t in tried}, found.norms)
-        if row not in found.rules:
-            found = dataclasses.replace(found, rules=[*found.rules, row])
-        tried += trial([row])
-        picked = with_trials(found, tried, from_inits=from_inits, margin=margin)
-    return picked
 
 
 def _remeasured(probe: NormPass, again: NormPass, rule_options: dict[str, Any]) -> Suggestion:
