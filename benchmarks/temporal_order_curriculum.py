@@ -1,0 +1,193 @@
+"""Temporal order at lengths 50 to 200 by a curriculum: one 50-unit tanh RNN, lengthened
+in stages.
+
+Pascanu et al. (2013, §4.1.1 and Fig. 7) train at each length from scratch for up to
+5 million updates. Within a CPU budget of minutes that fails here from length 100 on (see
+``docs/why-clip.md``). This pilot trains one model at ``--lengths``' first length until
+it meets the paper's criterion at that length: every 250 updates 1,000 fresh sequences
+are checked, and below 1 % wrong ``--eval-size`` fresh ones decide. It then moves to the
+next length with the same weights, and so on. A stage not solved within
+``--stage-steps`` updates ends the run. After the first stage the learning rate becomes
+``--lr-after``: without that drop, a solved model lost its solution at lengths 80 to 90
+in the pilots.
+
+The pieces are gradclip's own: ``TaskRNN``, the task generator, its loss and error
+criterion, the regulariser Ω (``--alpha``), and a ``ClippedOptimizer`` around plain SGD
+with the ``--method`` clipper (``none`` for the unclipped control; ``--method-after none``
+takes the clip away once the first stage is solved).
+
+    python benchmarks/temporal_order_curriculum.py --seeds 0,1,2,3 \\
+        --method norm:max_norm=1 --alpha 2 --lr 0.1 --lr-after 0.03 --out curriculum.json
+
+Prints one line per stage and writes every stage of every run to ``--out`` (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gradclip import ClippedOptimizer
+from gradclip.clippers import make_clipper_from_spec
+from gradclip.diagnostics.tasks import TASKS
+from gradclip.diagnostics.tasks.criteria import evaluate, task_loss
+from gradclip.diagnostics.tasks.generators import generate
+from gradclip.diagnostics.tasks.regularizer import add_penalty_gradient
+from gradclip.diagnostics.tasks.train import TaskRNN
+
+TASK = "torder"
+CHECK_EVERY = 250
+CHECK_SIZE = 1000
+SUCCESS_ERROR = 0.01
+
+
+def run_curriculum(
+    seed: int,
+    lengths: list[int],
+    *,
+    method: str = "norm:max_norm=1",
+    alpha: float = 2.0,
+    lr: float = 0.1,
+    lr_after: float = 0.03,
+    method_after: str | None = None,
+    stage_steps: int = 8000,
+    eval_size: int = 10_000,
+    batch: int = 20,
+    on_stage: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[TaskRNN, list[dict[str, Any]]]:
+    """Train one model through ``lengths``; returns it and one record per stage reached."""
+    spec = TASKS[TASK]
+    torch.manual_seed(seed)
+    model = TaskRNN(spec, 50, "smart_tanh")
+    opt = ClippedOptimizer(
+        torch.optim.SGD(model.parameters(), lr=lr), make_clipper_from_spec(method)
+    )
+    gen = torch.Generator().manual_seed(seed + 1)
+    t0, total, stages = time.perf_counter(), 0, []
+    for index, length in enumerate(lengths):
+        if index == 1:
+            for group in opt.param_groups:
+                group["lr"] = lr_after
+            if method_after is not None:  # plain SGD keeps no state: only the clip changes
+                opt = ClippedOptimizer(opt.optimizer, make_clipper_from_spec(method_after))
+        solved, clipped, norm_max, losses, diverged = False, 0, 0.0, [], False
+        for step in range(1, stage_steps + 1):
+            data = generate(TASK, length, batch, gen)
+            states, out = model.forward_states(data.inputs)
+            if alpha > 0:
+                states.retain_grad()
+            loss = task_loss(spec, out, data.targets)
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            if alpha > 0:
+                direct = states.grad if states.grad is not None else torch.zeros_like(states)
+                add_penalty_gradient(model.rnn, states, direct, alpha)
+            stats = opt.step()
+            total += 1
+            norm, value = float(stats.norm), float(loss.detach())
+            clipped += bool(stats.clipped)
+            losses.append(value)
+            if not (math.isfinite(norm) and math.isfinite(value)):
+                diverged = True
+                break
+            norm_max = max(norm_max, norm)
+            if step % CHECK_EVERY == 0:
+                model.eval()
+                if evaluate(model, TASK, length, CHECK_SIZE, seed=total) < SUCCESS_ERROR:
+                    error = evaluate(model, TASK, length, eval_size)
+                    solved = error < SUCCESS_ERROR
+                model.train()
+                if solved:
+                    break
+        if not solved:
+            model.eval()
+            error = math.nan if diverged else evaluate(model, TASK, length, eval_size)
+            model.train()
+        tail = losses[-50:]
+        stages.append(
+            {
+                "seed": seed,
+                "length": length,
+                "solved": solved,
+                "diverged": diverged,
+                "updates": step,
+                "total_updates": total,
+                "error": error,
+                "clip_rate": clipped / step,
+                "norm_max": norm_max,
+                "final_loss": sum(tail) / len(tail),
+                "wall_s": time.perf_counter() - t0,
+            }
+        )
+        if on_stage is not None:
+            on_stage(stages[-1])
+        if not solved:
+            break
+    return model, stages
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def _print_stage(s: dict[str, Any]) -> None:
+    print(
+        f"seed {s['seed']} L {s['length']:>3}: {'solved' if s['solved'] else 'FAILED'} "
+        f"after {s['updates']} updates ({s['total_updates']} in all), "
+        f"{100 * s['error']:.2f} % wrong, {100 * s['clip_rate']:.0f} % clipped, "
+        f"largest norm {s['norm_max']:.3g}, {s['wall_s']:.0f} s",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=_ints, default=[0, 1], help="comma-separated seeds")
+    p.add_argument(
+        "--lengths",
+        type=_ints,
+        default=list(range(50, 205, 5)),
+        help="comma-separated stage lengths (default 50, 55, …, 200)",
+    )
+    p.add_argument("--method", default="norm:max_norm=1", help="clipper spec ('none': no clip)")
+    p.add_argument("--method-after", help="clipper spec after the first stage (default: --method)")
+    p.add_argument("--alpha", type=float, default=2.0, help="weight of Ω (0: none)")
+    p.add_argument("--lr", type=float, default=0.1, help="learning rate of the first stage")
+    p.add_argument("--lr-after", type=float, default=0.03, help="learning rate after it")
+    p.add_argument("--stage-steps", type=int, default=8000, help="most updates per stage")
+    p.add_argument("--eval-size", type=int, default=10_000, help="fresh sequences per stage")
+    p.add_argument("--batch", type=int, default=20, help="minibatch")
+    p.add_argument("--out", type=Path, help="JSON file for every stage of every run")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    records = []
+    for seed in args.seeds:
+        _, stages = run_curriculum(
+            seed,
+            args.lengths,
+            method=args.method,
+            alpha=args.alpha,
+            lr=args.lr,
+            lr_after=args.lr_after,
+            method_after=args.method_after,
+            stage_steps=args.stage_steps,
+            eval_size=args.eval_size,
+            batch=args.batch,
+            on_stage=_print_stage,
+        )
+        records.extend(stages)
+    if args.out is not None:
+        args.out.write_text(
+            json.dumps({"args": vars(args) | {"out": str(args.out)}, "stages": records}, indent=1)
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""benchmarks/temporal_order_curriculum.py: stages carry one model, each is judged by the
+paper's criterion at its own length, and the first unsolved stage ends the run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gradclip.diagnostics.tasks.criteria import evaluate
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "temporal_order_curriculum.py"
+
+
+@pytest.fixture(scope="module")
+def pilot():
+    spec = importlib.util.spec_from_file_location("temporal_order_curriculum", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_short_lengths_are_solved_in_turn_by_one_model(pilot) -> None:
+    torch.set_num_threads(1)
+    model, stages = pilot.run_curriculum(1, [10, 12, 14], stage_steps=1500, eval_size=1000)
+    assert [s["length"] for s in stages] == [10, 12, 14]
+    assert all(s["solved"] and s["error"] < 0.01 for s in stages)
+    running = 0
+    for s in stages:
+        running += s["updates"]
+        assert s["total_updates"] == running
+    # The last stage's recorded error is the returned model's, recomputed independently.
+    model.eval()
+    assert stages[-1]["error"] == evaluate(model, "torder", 14, 1000)
+
+
+def test_an_unsolved_stage_ends_the_run(pilot) -> None:
+    model, stages = pilot.run_curriculum(0, [10, 12], stage_steps=2, eval_size=500)
+    assert len(stages) == 1
+    (stage,) = stages
+    assert not stage["solved"] and stage["updates"] == 2 and 0 <= stage["clip_rate"] <= 1
+    model.eval()
+    assert stage["error"] == evaluate(model, "torder", 10, 500) >= 0.01
+
+
+def test_main_writes_every_stage(pilot, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "c.json"
+    pilot.main(
+        [
+            "--seeds",
+            "0",
+            "--lengths",
+            "10,12",
+            "--stage-steps",
+            "2",
+            "--eval-size",
+            "100",
+            "--out",
+            str(out),
+        ]
+    )
+    data = json.loads(out.read_text())
+    assert [s["length"] for s in data["stages"]] == [10]
+    assert data["args"]["method"] == "norm:max_norm=1"
+    assert "FAILED" in capsys.readouterr().out
