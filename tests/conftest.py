@@ -1,10 +1,12 @@
 """Test configuration: deterministic hypothesis examples in CI, random ones elsewhere;
 shared fixtures (one thread, tiny generated corpora, a private corpus cache)."""
 
+import importlib.util
 import os
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -67,3 +69,13 @@ def make_corpus() -> Callable[..., Path]:
 def corpus(tmp_path: Path) -> Path:
     """A tiny generated corpus (84 steps per epoch with the ``test`` config)."""
     return _make_corpus(tmp_path / "data")
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import ``benchmarks/NAME.py`` (not a package) as a module, for its tests."""
+    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

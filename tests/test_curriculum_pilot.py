@@ -3,25 +3,19 @@ paper's criterion at its own length, and the first unsolved stage ends the run."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import load_benchmark
 from gradclip.diagnostics.tasks.criteria import evaluate
-
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "temporal_order_curriculum.py"
 
 
 @pytest.fixture(scope="module")
 def pilot():
-    spec = importlib.util.spec_from_file_location("temporal_order_curriculum", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("temporal_order_curriculum")
 
 
 def test_short_lengths_are_solved_in_turn_by_one_model(pilot) -> None:
@@ -67,3 +61,7 @@ def test_main_writes_every_stage(pilot, tmp_path: Path, capsys) -> None:
     assert [s["length"] for s in data["stages"]] == [10]
     assert data["args"]["method"] == "norm:max_norm=1"
     assert "FAILED" in capsys.readouterr().out
+    png = tmp_path / "c.png"
+    pilot.main(["--plot", str(png), f"{out},{out}"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pilot._arm_label(data["args"]) == "clip (norm:max_norm=1) + Ω (α=2)"

@@ -8,22 +8,17 @@ search stopping at a threshold the sweep has no cell for.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "trial_repeats_from_sweep.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def replay_module():
-    spec = importlib.util.spec_from_file_location("trial_repeats_from_sweep", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("trial_repeats_from_sweep")
 
 
 def write_sweep(root: Path, scores: dict[float, list[float]]) -> Path:

@@ -20,6 +20,7 @@ from gradclip.diagnostics.tasks.train import (
     TaskConfig,
     TaskResult,
     TaskRNN,
+    sgd_step,
     train_model,
     train_task,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "min_length",
     "norm_preservation_penalty",
     "sample_length",
+    "sgd_step",
     "task_loss",
     "train_model",
     "train_task",

@@ -25,12 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gradclip import ClippedOptimizer, make_clipper_from_spec
+from gradclip import ClippedOptimizer, ClipStats, make_clipper_from_spec
 from gradclip.diagnostics.tasks.criteria import SUCCESS_ERROR, evaluate, sample_length, task_loss
-from gradclip.diagnostics.tasks.generators import TASKS, TaskSpec, generate
+from gradclip.diagnostics.tasks.generators import TASKS, Batch, TaskSpec, generate
 from gradclip.diagnostics.tasks.regularizer import add_penalty_gradient
 
-__all__ = ["TaskConfig", "TaskRNN", "TaskResult", "train_model", "train_task"]
+__all__ = ["TaskConfig", "TaskRNN", "TaskResult", "sgd_step", "train_model", "train_task"]
 
 
 class TaskRNN(nn.Module):
@@ -54,6 +54,7 @@ class TaskRNN(nn.Module):
 
     def __init__(self, spec: TaskSpec, hidden: int = 50, init: str = "basic_tanh") -> None:
         super().__init__()
+        self.spec = spec
         self.every_step = spec.output == "every_softmax"
         self.rnn = nn.RNN(spec.n_in, hidden, nonlinearity="tanh")
         self.decoder = nn.Linear(hidden, spec.n_out)
@@ -240,17 +241,10 @@ def train_model(
     for step in range(1, cfg.steps + 1):
         length = sample_length(cfg.length, cfg.max_length, gen)
         batch = generate(cfg.task, length, cfg.batch, gen)
-        states, out = model.forward_states(batch.inputs)
+        loss, stats, omega = sgd_step(model, opt, batch, cfg.alpha)
         if cfg.alpha > 0:
-            states.retain_grad()
-        loss = task_loss(spec, out, batch.targets)
-        opt.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
-        if cfg.alpha > 0:
-            direct = states.grad if states.grad is not None else torch.zeros_like(states)
-            omegas.append(float(add_penalty_gradient(model.rnn, states, direct, cfg.alpha)))
-        stats = opt.step()
-        lv, nv = float(loss.detach()), float(stats.norm)
+            omegas.append(float(omega))
+        lv, nv = float(loss), float(stats.norm)
         losses.append(lv)
         norms.append(nv)
         clipped += bool(stats.clipped)
@@ -306,6 +300,44 @@ def train_model(
         omega_mean=sum(omegas) / len(omegas) if omegas else math.nan,
         omega_last=omegas[-1] if omegas else math.nan,
     )
+
+
+def sgd_step(
+    model: TaskRNN, opt: ClippedOptimizer, batch: Batch, alpha: float = 0.0
+) -> tuple[Tensor, ClipStats, Tensor]:
+    """One update of :func:`train_model`: forward, the task's loss, backward, with
+    ``alpha > 0`` the regulariser's gradient added to ``W_rec``'s, then the clipped step.
+
+    Args:
+        model: the :class:`TaskRNN`.
+        opt: its :class:`gradclip.ClippedOptimizer`.
+        batch: one minibatch (:func:`.generate`).
+        alpha: the weight of Ω (0: none).
+
+    Returns:
+        The loss (detached), the step's :class:`gradclip.ClipStats` and Ω (NaN without it).
+
+    Example:
+        >>> torch.manual_seed(0) and None
+        >>> model = TaskRNN(TASKS["add"], 8, "basic_tanh")
+        >>> opt = ClippedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
+        ...                        make_clipper_from_spec("norm:max_norm=1"))
+        >>> batch = generate("add", 10, 4, torch.Generator().manual_seed(1))
+        >>> loss, stats, omega = sgd_step(model, opt, batch, alpha=2.0)
+        >>> bool(stats.norm > 0), bool(omega >= 0)
+        (True, True)
+    """
+    states, out = model.forward_states(batch.inputs)
+    if alpha > 0:
+        states.retain_grad()
+    loss = task_loss(model.spec, out, batch.targets)
+    opt.zero_grad()
+    loss.backward()  # type: ignore[no-untyped-call]
+    omega = torch.tensor(math.nan)
+    if alpha > 0:
+        direct = states.grad if states.grad is not None else torch.zeros_like(states)
+        omega = add_penalty_gradient(model.rnn, states, direct, alpha)
+    return loss.detach(), opt.step(), omega
 
 
 def _params_finite(model: nn.Module) -> bool:
