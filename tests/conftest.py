@@ -71,11 +71,16 @@ def corpus(tmp_path: Path) -> Path:
     return _make_corpus(tmp_path / "data")
 
 
-def load_benchmark(name: str) -> ModuleType:
-    """Import ``benchmarks/NAME.py`` (not a package) as a module, for its tests."""
+def _load_benchmark(name: str) -> ModuleType:
     path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def load_benchmark() -> Callable[[str], ModuleType]:
+    """Imports ``benchmarks/NAME.py`` (not a package) as a module, for its tests."""
+    return _load_benchmark

@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import load_benchmark
 from gradclip.diagnostics.tasks.criteria import evaluate
 
 
 @pytest.fixture(scope="module")
-def pilot():
+def pilot(load_benchmark):
     return load_benchmark("temporal_order_curriculum")
 
 

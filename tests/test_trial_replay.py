@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import load_benchmark
-
 
 @pytest.fixture(scope="module")
-def replay_module():
+def replay_module(load_benchmark):
     return load_benchmark("trial_repeats_from_sweep")
 
 
