@@ -40,14 +40,12 @@ import torch
 from gradclip import ClippedOptimizer
 from gradclip.clippers import make_clipper_from_spec
 from gradclip.diagnostics.tasks import TASKS
-from gradclip.diagnostics.tasks.criteria import evaluate
+from gradclip.diagnostics.tasks.criteria import SUCCESS_ERROR, evaluate, screened_error
 from gradclip.diagnostics.tasks.generators import generate
 from gradclip.diagnostics.tasks.train import TaskRNN, sgd_step
 
 TASK = "torder"
 CHECK_EVERY = 250
-CHECK_SIZE = 1000
-SUCCESS_ERROR = 0.01
 
 
 def run_curriculum(
@@ -92,9 +90,9 @@ def run_curriculum(
             norm_max = max(norm_max, norm)
             if step % CHECK_EVERY == 0:
                 model.eval()
-                if evaluate(model, TASK, length, CHECK_SIZE, seed=total) < SUCCESS_ERROR:
-                    error = evaluate(model, TASK, length, eval_size)
-                    solved = error < SUCCESS_ERROR
+                full = screened_error(model, TASK, length, eval_size, seed=total)
+                if full is not None:
+                    error, solved = full, full < SUCCESS_ERROR
                 model.train()
                 if solved:
                     break

@@ -9,7 +9,13 @@ Example:
     torch.Size([20, 3, 6])
 """
 
-from gradclip.diagnostics.tasks.criteria import count_errors, evaluate, sample_length, task_loss
+from gradclip.diagnostics.tasks.criteria import (
+    count_errors,
+    evaluate,
+    sample_length,
+    screened_error,
+    task_loss,
+)
 from gradclip.diagnostics.tasks.generators import TASKS, Batch, TaskSpec, generate, min_length
 from gradclip.diagnostics.tasks.regularizer import (
     add_penalty_gradient,
@@ -40,6 +46,7 @@ __all__ = [
     "min_length",
     "norm_preservation_penalty",
     "sample_length",
+    "screened_error",
     "sgd_step",
     "task_loss",
     "train_model",

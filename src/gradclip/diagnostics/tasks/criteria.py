@@ -141,3 +141,39 @@ def evaluate(
         wrong += count_errors(spec, model(batch.inputs), batch.targets)
         done += size
     return wrong / n
+
+
+def screened_error(
+    model: nn.Module,
+    task: str,
+    length: int,
+    eval_size: int,
+    seed: int,
+    max_length: int | None = None,
+    screen: int = 1000,
+) -> float | None:
+    """The paper's test, screened: ``screen`` fresh sequences first (seeded by ``seed``),
+    and only when fewer than 1 % of them are wrong the full ``eval_size`` fixed set.
+
+    Args:
+        model: the model, in ``eval()`` mode.
+        task: the task key.
+        length: ``L`` (or the lower end of the range with ``max_length``).
+        eval_size: sequences in the deciding set (10,000 in the paper).
+        seed: the screen's seed (a new one at every check: fresh sequences).
+        max_length: random lengths in ``[length, max_length)``, as :func:`evaluate`.
+        screen: sequences in the screen.
+
+    Returns:
+        The full set's error rate, or ``None`` when the screen already failed.
+
+    Example:
+        >>> from gradclip.diagnostics.tasks import TaskRNN
+        >>> screened_error(TaskRNN(TASKS["torder"]), "torder", 10, 100, seed=1) is None
+        True
+    """
+    if evaluate(model, task, length, min(screen, eval_size), seed=seed, max_length=max_length) >= (
+        SUCCESS_ERROR
+    ):
+        return None
+    return evaluate(model, task, length, eval_size, max_length=max_length)

@@ -26,7 +26,13 @@ import torch
 from torch import Tensor, nn
 
 from gradclip import ClippedOptimizer, ClipStats, make_clipper_from_spec
-from gradclip.diagnostics.tasks.criteria import SUCCESS_ERROR, evaluate, sample_length, task_loss
+from gradclip.diagnostics.tasks.criteria import (
+    SUCCESS_ERROR,
+    evaluate,
+    sample_length,
+    screened_error,
+    task_loss,
+)
 from gradclip.diagnostics.tasks.generators import TASKS, Batch, TaskSpec, generate
 from gradclip.diagnostics.tasks.regularizer import add_penalty_gradient
 
@@ -242,7 +248,7 @@ def train_model(
         length = sample_length(cfg.length, cfg.max_length, gen)
         batch = generate(cfg.task, length, cfg.batch, gen)
         loss, stats, omega = sgd_step(model, opt, batch, cfg.alpha)
-        if cfg.alpha > 0:
+        if omega is not None:
             omegas.append(float(omega))
         lv, nv = float(loss), float(stats.norm)
         losses.append(lv)
@@ -259,14 +265,11 @@ def train_model(
             break
         if step % cfg.check_every == 0 or step == cfg.steps:
             model.eval()
-            check = min(1000, cfg.eval_size)
-            if evaluate(
-                model, cfg.task, cfg.length, check, seed=step, max_length=cfg.max_length
-            ) < (SUCCESS_ERROR):
-                error = evaluate(
-                    model, cfg.task, cfg.length, cfg.eval_size, max_length=cfg.max_length
-                )
-                success = error < SUCCESS_ERROR
+            full = screened_error(
+                model, cfg.task, cfg.length, cfg.eval_size, step, max_length=cfg.max_length
+            )
+            if full is not None:
+                error, success = full, full < SUCCESS_ERROR
             model.train()
             if success:
                 break
@@ -304,7 +307,7 @@ def train_model(
 
 def sgd_step(
     model: TaskRNN, opt: ClippedOptimizer, batch: Batch, alpha: float = 0.0
-) -> tuple[Tensor, ClipStats, Tensor]:
+) -> tuple[Tensor, ClipStats, Tensor | None]:
     """One update of :func:`train_model`: forward, the task's loss, backward, with
     ``alpha > 0`` the regulariser's gradient added to ``W_rec``'s, then the clipped step.
 
@@ -315,7 +318,7 @@ def sgd_step(
         alpha: the weight of Ω (0: none).
 
     Returns:
-        The loss (detached), the step's :class:`gradclip.ClipStats` and Ω (NaN without it).
+        The loss (detached), the step's :class:`gradclip.ClipStats` and Ω (``None`` without it).
 
     Example:
         >>> torch.manual_seed(0) and None
@@ -333,7 +336,7 @@ def sgd_step(
     loss = task_loss(model.spec, out, batch.targets)
     opt.zero_grad()
     loss.backward()  # type: ignore[no-untyped-call]
-    omega = torch.tensor(math.nan)
+    omega = None
     if alpha > 0:
         direct = states.grad if states.grad is not None else torch.zeros_like(states)
         omega = add_penalty_gradient(model.rnn, states, direct, alpha)
