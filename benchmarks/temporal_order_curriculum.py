@@ -28,6 +28,7 @@ per file.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import time
@@ -38,11 +39,13 @@ from typing import Any
 import torch
 
 from gradclip import ClippedOptimizer
+from gradclip.cli.flags import nonnegative_int, positive_float, positive_int
 from gradclip.clippers import make_clipper_from_spec
 from gradclip.diagnostics.tasks import TASKS
 from gradclip.diagnostics.tasks.criteria import SUCCESS_ERROR, evaluate, screened_error
-from gradclip.diagnostics.tasks.generators import generate
+from gradclip.diagnostics.tasks.generators import generate, min_length
 from gradclip.diagnostics.tasks.train import TaskRNN, sgd_step
+from gradclip.lm.files import atomic_write_bytes
 
 TASK = "torder"
 CHECK_EVERY = 250
@@ -123,8 +126,27 @@ def run_curriculum(
     return model, stages
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
+def _seeds(text: str) -> list[int]:
+    return [nonnegative_int(x) for x in text.split(",")]
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text!r}")
+    return value
+
+
+def _lengths(text: str) -> list[int]:
+    lengths = [positive_int(x) for x in text.split(",")]
+    if lengths[0] < min_length(TASK):
+        raise argparse.ArgumentTypeError(f"lengths must be ≥ {min_length(TASK)}, got {text!r}")
+    if any(b <= a for a, b in itertools.pairwise(lengths)):
+        raise argparse.ArgumentTypeError(f"lengths must increase, got {text!r}")
+    return lengths
 
 
 def _print_stage(s: dict[str, Any]) -> None:
@@ -178,21 +200,25 @@ def plot_runs(files: list[Path], path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=_ints, default=[0, 1], help="comma-separated seeds")
+    p.add_argument("--seeds", type=_seeds, default=[0, 1], help="comma-separated seeds")
     p.add_argument(
         "--lengths",
-        type=_ints,
+        type=_lengths,
         default=list(range(50, 205, 5)),
         help="comma-separated stage lengths (default 50, 55, …, 200)",
     )
     p.add_argument("--method", default="norm:max_norm=1", help="clipper spec ('none': no clip)")
     p.add_argument("--method-after", help="clipper spec after the first stage (default: --method)")
-    p.add_argument("--alpha", type=float, default=2.0, help="weight of Ω (0: none)")
-    p.add_argument("--lr", type=float, default=0.1, help="learning rate of the first stage")
-    p.add_argument("--lr-after", type=float, default=0.01, help="learning rate after it")
-    p.add_argument("--stage-steps", type=int, default=8000, help="most updates per stage")
-    p.add_argument("--eval-size", type=int, default=10_000, help="fresh sequences per stage")
-    p.add_argument("--batch", type=int, default=20, help="minibatch")
+    p.add_argument("--alpha", type=_alpha, default=2.0, help="weight of Ω (0: none)")
+    p.add_argument(
+        "--lr", type=positive_float, default=0.1, help="learning rate of the first stage"
+    )
+    p.add_argument("--lr-after", type=positive_float, default=0.01, help="learning rate after it")
+    p.add_argument("--stage-steps", type=positive_int, default=8000, help="most updates per stage")
+    p.add_argument(
+        "--eval-size", type=positive_int, default=10_000, help="fresh sequences per stage"
+    )
+    p.add_argument("--batch", type=positive_int, default=20, help="minibatch")
     p.add_argument("--out", type=Path, help="JSON file for every stage of every run")
     p.add_argument(
         "--plot",
@@ -202,8 +228,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     if args.plot is not None:
-        print(f"wrote {plot_runs([Path(f) for f in args.plot[1].split(',')], Path(args.plot[0]))}")
+        files = [Path(f) for f in args.plot[1].split(",")]
+        try:
+            print(f"wrote {plot_runs(files, Path(args.plot[0]))}")
+        except (OSError, ValueError, KeyError) as e:  # a missing, empty or foreign file
+            p.error(f"--plot: {e}")
         return
+    if args.out is not None and not args.out.parent.is_dir():
+        p.error(f"--out: no folder {args.out.parent}")
+    for spec in (args.method, args.method_after):
+        if spec is not None:
+            try:
+                make_clipper_from_spec(spec)
+            except ValueError as e:
+                p.error(f"clipper spec {spec!r}: {e}")
     torch.set_num_threads(1)
     records = []
     for seed in args.seeds:
@@ -222,9 +260,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         records.extend(stages)
     if args.out is not None:
-        args.out.write_text(
-            json.dumps({"args": vars(args) | {"out": str(args.out)}, "stages": records}, indent=1)
-        )
+        record = {"args": vars(args) | {"out": str(args.out)}, "stages": records}
+        atomic_write_bytes(args.out, json.dumps(record, indent=1).encode())
 
 
 if __name__ == "__main__":

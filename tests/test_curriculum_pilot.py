@@ -64,3 +64,31 @@ def test_main_writes_every_stage(pilot, tmp_path: Path, capsys) -> None:
     pilot.main(["--plot", str(png), f"{out},{out}"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pilot._arm_label(data["args"]) == "clip (norm:max_norm=1) + Ω (α=2)"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--lengths", "5,10"],
+        ["--lengths", "50,40"],
+        ["--alpha", "nan"],
+        ["--lr", "-1"],
+        ["--stage-steps", "0"],
+        ["--method", "bogus"],
+        ["--method-after", "norm:max_norm=-1"],
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(pilot, tmp_path: Path, flags, capsys) -> None:
+    out = tmp_path / "c.json"
+    with pytest.raises(SystemExit) as stop:
+        pilot.main([*flags, "--out", str(out)])
+    assert stop.value.code == 2 and not out.exists()
+    assert "error:" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_plot_of_an_empty_file_exits_2(pilot, tmp_path: Path) -> None:
+    empty, png = tmp_path / "e.json", tmp_path / "p.png"
+    empty.write_text("")
+    with pytest.raises(SystemExit) as stop:
+        pilot.main(["--plot", str(png), str(empty)])
+    assert stop.value.code == 2 and not png.exists()
