@@ -284,7 +284,7 @@ def test_cli_random_lengths_and_alpha_end_to_end(tmp_path: Path) -> None:
     argv = ["tasks", "--lengths", "10-14", "--seeds", "1", "--steps", "3", "--alpha", "2"]
     assert main([*argv, "--eval-size", "20", "--out", str(out), "--no-progress"]) == 0
     doc = json.loads((out / "tasks.json").read_text())
-    assert doc["settings"]["alpha"] == 2.0 and doc["settings"]["lengths"] == ["10-14"]
+    assert doc["settings"]["alpha"] == [2.0] and doc["settings"]["lengths"] == ["10-14"]
     configs = [r["config"] for r in doc["results"]]
     assert {(c["length"], c["max_length"], c["alpha"]) for c in configs} == {(10, 14, 2.0)}
     assert all(r["omega_last"] is not None and r["omega_last"] >= 0 for r in doc["results"])
@@ -311,3 +311,16 @@ def test_cli_bad_ranges_and_alpha_exit_2(
     err = capsys.readouterr().err.strip()
     assert err.startswith("gradclip tasks: error:") and "\n" not in err
     assert not out.exists()
+
+
+def test_cli_several_alphas_make_one_grid(tmp_path: Path) -> None:
+    out = tmp_path / "t"
+    argv = ["tasks", "--tasks", "add", "--lengths", "10", "--seeds", "2", "--steps", "2"]
+    argv += ["--alpha", "0,2,0", "--method", "none"]
+    assert main([*argv, "--eval-size", "20", "--out", str(out), "--no-progress"]) == 0
+    doc = json.loads((out / "tasks.json").read_text())
+    assert doc["settings"]["alpha"] == [0.0, 2.0]  # repeats dropped
+    cells = sorted((r["config"]["alpha"], r["config"]["seed"]) for r in doc["results"])
+    assert cells == [(0.0, 0), (0.0, 1), (2.0, 0), (2.0, 1)]
+    omegas = {r["config"]["alpha"]: r["omega_last"] for r in doc["results"]}
+    assert omegas[0.0] is None and omegas[2.0] >= 0  # Ω is computed only with α > 0

@@ -170,8 +170,8 @@ def test_clipping_solves_short_temporal_order_where_sgd_blows_up() -> None:
 
 def test_grid_jobs_table_and_roundtrip(tmp_path: Path) -> None:
     cfgs = grid_configs(["add"], [10], [0, 1], ["none"], steps=3, eval_size=50)
-    serial = run_grid(cfgs, jobs=1, progress=False)
-    parallel = run_grid(cfgs, jobs=2, progress=False)
+    serial = run_grid(train_task, cfgs, jobs=1, progress=False)
+    parallel = run_grid(train_task, cfgs, jobs=2, progress=False)
     assert [r.config for r in parallel] == cfgs
     assert [r.error for r in parallel] == [r.error for r in serial]  # same seeds, same runs
     table = success_table(serial)

@@ -14,7 +14,16 @@ minibatch and per validation chunk of 1,000 (the official code's scheme; the pap
 random-length experiment used 50-200). ``--alpha A`` adds the norm-preserving
 regulariser Ω of eq. (9) with weight A to the recurrent weight's gradient before the
 clip: clipping + ``--alpha`` is the paper's MSGD-CR (α = 4 on temporal order; the code's
-default is 2).
+default is 2). ``--alpha 0,2`` runs every method both without and with Ω.
+
+``--curriculum START:STOP:STEP`` trains one model per method × α × seed at L = START
+until it meets the criterion, then at START + STEP with the same weights, and so on up to
+STOP; the first stage not solved within ``--steps`` updates ends the run. ``--lr-after``
+and ``--method-after`` change the learning rate and the clipper after the first stage.
+The table then gives, per length, the runs that solved it, and the plot the success rate
+against length beside each run's climb. Temporal order at 50-200, as in docs/why-clip.md:
+gradclip tasks --curriculum 50:200:5 --init smart_tanh --lr 0.1 --lr-after 0.01
+--method none --method norm:max_norm=1 --alpha 0,2 --steps 8000 --seeds 4 --jobs 2
 """
 
 from __future__ import annotations
@@ -26,7 +35,13 @@ import time
 
 from gradclip.cli.flags import add_command, add_progress_flag, positive_float, positive_int
 from gradclip.diagnostics.plots import output_folder
-from gradclip.diagnostics.tasks import TASKS, min_length
+from gradclip.diagnostics.tasks import TASKS, TaskResult, min_length, train_task
+from gradclip.diagnostics.tasks.curriculum import (
+    curriculum_configs,
+    curriculum_lengths,
+    run_curriculum,
+)
+from gradclip.diagnostics.tasks.curriculum_summary import climb_table, curriculum_table
 from gradclip.diagnostics.tasks.grid import (
     RESULTS_FILE,
     SUCCESS_PLOT,
@@ -62,14 +77,31 @@ def _lengths(text: str) -> list[int | tuple[int, int]]:
     return values
 
 
-def _alpha(text: str) -> float:
+def _alphas(text: str) -> list[float]:
+    """``"0,2"`` → ``[0.0, 2.0]``: weights of Ω, each finite and ≥ 0."""
+    values = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be numbers, got {text!r}") from None
+        if not (math.isfinite(value) and value >= 0):
+            raise argparse.ArgumentTypeError(f"must be finite and ≥ 0, got {text!r}")
+        values.append(value)
+    return list(dict.fromkeys(values))
+
+
+def _curriculum(text: str) -> tuple[int, ...]:
+    """``"50:200:5"`` → ``(50, 55, …, 200)``."""
+    parts = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*:\s*(\d+)\s*", text)
     try:
-        value = float(text)
+        if parts is None:
+            raise ValueError
+        return curriculum_lengths(int(parts[1]), int(parts[2]), int(parts[3]))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be finite and ≥ 0, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(
+            f"must be START:STOP:STEP with 1 ≤ START ≤ STOP and STEP ≥ 1, got {text!r}"
+        ) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -83,8 +115,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument(
         "--lengths",
         type=_lengths,
-        default=[20, 50],
-        help="comma-separated lengths L and ranges LO-HI (random L in [LO, HI) per minibatch)",
+        help="comma-separated lengths L and ranges LO-HI (random L in [LO, HI) per "
+        "minibatch); default 20,50",
+    )
+    p.add_argument(
+        "--curriculum",
+        type=_curriculum,
+        metavar="START:STOP:STEP",
+        help="instead of --lengths: one model lengthened from START to STOP by STEP",
     )
     p.add_argument("--seeds", type=positive_int, default=3, help="seeds per cell (0 … N−1)")
     p.add_argument(
@@ -93,15 +131,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         metavar="SPEC",
         help="clipper spec, repeatable (default: none and norm:max_norm=1)",
     )
-    p.add_argument("--steps", type=positive_int, default=2000, help="SGD updates per run (most)")
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        default=2000,
+        help="SGD updates per run (most); per stage with --curriculum",
+    )
     p.add_argument(
         "--lr", type=positive_float, default=0.01, help="SGD learning rate (paper: 0.01)"
     )
     p.add_argument(
+        "--lr-after",
+        type=positive_float,
+        help="with --curriculum: the learning rate after the first stage (default: --lr)",
+    )
+    p.add_argument(
+        "--method-after",
+        metavar="SPEC",
+        help="with --curriculum: the clipper spec after the first stage (default: --method)",
+    )
+    p.add_argument(
         "--alpha",
-        type=_alpha,
-        default=0.0,
-        help="weight of the regulariser Ω (Pascanu et al. 2013, eq. 9); 0 = none",
+        type=_alphas,
+        default=[0.0],
+        help="weights of the regulariser Ω (Pascanu et al. 2013, eq. 9), comma-separated; 0 = none",
     )
     p.add_argument("--batch", type=positive_int, default=20, help="minibatch (paper: 20)")
     p.add_argument("--hidden", type=positive_int, default=50, help="hidden units (paper: 50)")
@@ -116,7 +169,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run_tasks(args: argparse.Namespace) -> int:
-    """Run the grid, print the table, write the folder; return 0."""
+    """Run the grid (or the curricula), print the tables, write the folder; return 0."""
     from gradclip import make_clipper_from_spec
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -125,21 +178,27 @@ def run_tasks(args: argparse.Namespace) -> int:
             raise UserError(f"unknown task {t!r}; choose from {', '.join(TASKS)}")
     if not tasks:
         raise UserError("--tasks is empty")
+    curriculum = args.curriculum is not None
+    if curriculum and args.lengths is not None:
+        raise UserError("--lengths and --curriculum exclude each other: pick one")
+    if not curriculum and (args.lr_after is not None or args.method_after is not None):
+        raise UserError("--lr-after and --method-after need --curriculum")
+    lengths = args.curriculum if curriculum else args.lengths or [20, 50]
     for t in tasks:
-        for n in args.lengths:
-            lo = n if isinstance(n, int) else n[0]
-            if lo < min_length(t):
-                raise UserError(f"--lengths: {t} needs L ≥ {min_length(t)}, got {lo}")
-    output_folder(args.out)
+        lo = min(n if isinstance(n, int) else n[0] for n in lengths)
+        if lo < min_length(t):
+            raise UserError(f"--lengths: {t} needs L ≥ {min_length(t)}, got {lo}")
     methods = args.method or ["none", "norm:max_norm=1"]
-    for m in methods:
+    for flag, m in [("--method", m) for m in methods] + [("--method-after", args.method_after)]:
         try:
-            make_clipper_from_spec(m)
+            if m is not None:
+                make_clipper_from_spec(m)
         except ValueError as exc:
-            raise UserError(f"--method {m!r}: {exc}") from None
+            raise UserError(f"{flag} {m!r}: {exc}") from None
+    output_folder(args.out)
     settings = {
         "tasks": tasks,
-        "lengths": [n if isinstance(n, int) else f"{n[0]}-{n[1]}" for n in args.lengths],
+        "lengths": [n if isinstance(n, int) else f"{n[0]}-{n[1]}" for n in lengths],
         "seeds": args.seeds,
         "methods": methods,
         "steps": args.steps,
@@ -151,24 +210,49 @@ def run_tasks(args: argparse.Namespace) -> int:
         "eval_size": args.eval_size,
         "jobs": args.jobs,
     }
-    configs = grid_configs(
-        tasks,
-        args.lengths,
-        range(args.seeds),
-        methods,
-        steps=args.steps,
-        lr=args.lr,
-        batch=args.batch,
-        hidden=args.hidden,
-        init=args.init,
-        eval_size=args.eval_size,
-        alpha=args.alpha,
-    )
+    shared = {
+        "batch": args.batch,
+        "hidden": args.hidden,
+        "init": args.init,
+        "eval_size": args.eval_size,
+    }
     t0 = time.perf_counter()
-    results = run_grid(configs, jobs=args.jobs, progress=not args.no_progress)
+    if curriculum:
+        settings |= {"curriculum": True, "lr_after": args.lr_after}
+        settings["method_after"] = args.method_after
+        runs = curriculum_configs(
+            tasks,
+            lengths,
+            range(args.seeds),
+            methods,
+            args.alpha,
+            stage_steps=args.steps,
+            lr=args.lr,
+            lr_after=args.lr_after,
+            method_after=args.method_after,
+            **shared,
+        )
+        curricula = run_grid(run_curriculum, runs, args.jobs, not args.no_progress)
+        results: list[TaskResult] = []
+        count = len(curricula)
+    else:
+        configs = [
+            c
+            for alpha in args.alpha
+            for c in grid_configs(
+                tasks, lengths, range(args.seeds), methods, steps=args.steps, lr=args.lr,
+                alpha=alpha, **shared,
+            )
+        ]  # fmt: skip
+        results = run_grid(train_task, configs, args.jobs, not args.no_progress)
+        curricula = []
+        count = len(results)
     settings["wall_s"] = round(time.perf_counter() - t0, 1)
-    out = write_results(args.out, results, settings)
-    print(success_table(results))
-    print(f"\n{len(results)} runs in {settings['wall_s']} s with {args.jobs} job(s)")
+    out = write_results(args.out, results, settings, curricula)
+    if curricula:
+        print(curriculum_table(curricula), climb_table(curricula), sep="\n\n")
+    else:
+        print(success_table(results))
+    print(f"\n{count} runs in {settings['wall_s']} s with {args.jobs} job(s)")
     print(f"wrote {out / RESULTS_FILE} and {out / SUCCESS_PLOT}")
     return 0

@@ -175,9 +175,15 @@ def _num_or_nan(x: Any) -> float:
 
 
 def _tasks_figures(v: RunView) -> list[dict[str, str]]:
+    from gradclip.diagnostics.tasks.curriculum_summary import climb_axes, curriculum_axes
     from gradclip.diagnostics.tasks.grid import success_axes
 
     fig, (ax1, ax2) = plots.figure(10, 3.8, ncols=2)
+    if v.curricula:
+        curriculum_axes(ax1, v.curricula)
+        climb_axes(ax2, v.curricula)
+        text = "Curriculum: runs that solved each length; each run's longest length solved."
+        return [_fig(fig, text)]
     success_axes(ax1, v.task_results)
     for r in v.task_results:
         if r.config.seed == v.task_results[0].config.seed:

@@ -57,6 +57,7 @@ class RunView:
     images: list[tuple[str, str]] = field(default_factory=list)
     profile: Any = None
     task_results: list[Any] = field(default_factory=list)
+    curricula: list[Any] = field(default_factory=list)
 
 
 def _fmt(v: Any) -> str:
@@ -128,15 +129,32 @@ def read_view(path: str | Path) -> RunView:
 
 
 def _read_tasks(view: RunView) -> None:
-    from gradclip.diagnostics.tasks.grid import read_results
+    from gradclip.diagnostics.tasks.grid import read_curricula, read_results
 
     view.kind = "tasks"
     try:
         results, settings = read_results(view.path)
-    except (KeyError, TypeError) as exc:
+        view.curricula = read_curricula(view.path)
+    except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{view.path / 'tasks.json'} is not a tasks result: {exc}") from None
     view.task_results = results
     view.facts = [(k, _fmt(v)) for k, v in settings.items()]
+    if view.curricula:
+        head = ["task", "method", "lengths", "seed", "longest solved", "updates", "clipped"]
+        runs = [
+            [
+                c.config.task,
+                c.config.method_label,
+                c.config.length_label,
+                str(c.config.seed),
+                _fmt(c.longest_solved),
+                str(c.updates),
+                f"{100 * c.clip_rate:.0f} %",
+            ]
+            for c in view.curricula
+        ]
+        view.tables.append(("Curriculum runs", head, runs))
+        return
     header = ["task", "method", "length", "seed", "success", "error", "diverged", "steps"]
     rows = [
         [

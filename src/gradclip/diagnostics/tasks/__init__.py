@@ -1,6 +1,7 @@
 """Pascanu et al. (2013)'s six long-range tasks: generators, the 50-unit tanh RNN,
 SGD training with and without clipping (and the norm-preserving regulariser, MSGD-CR),
-fixed or random lengths, the paper's success criterion, and grids.
+fixed or random lengths, the paper's success criterion, grids, and curricula (one model
+lengthened in stages).
 
 Example:
     >>> import torch
@@ -16,24 +17,32 @@ from gradclip.diagnostics.tasks.criteria import (
     screened_error,
     task_loss,
 )
+from gradclip.diagnostics.tasks.curriculum import (
+    CurriculumConfig,
+    CurriculumResult,
+    run_curriculum,
+)
 from gradclip.diagnostics.tasks.generators import TASKS, Batch, TaskSpec, generate, min_length
 from gradclip.diagnostics.tasks.regularizer import (
     add_penalty_gradient,
     hidden_state_gradients,
     norm_preservation_penalty,
 )
+from gradclip.diagnostics.tasks.results import TaskConfig, TaskResult
 from gradclip.diagnostics.tasks.train import (
-    TaskConfig,
-    TaskResult,
     TaskRNN,
+    new_run,
     sgd_step,
     train_model,
+    train_steps,
     train_task,
 )
 
 __all__ = [
     "TASKS",
     "Batch",
+    "CurriculumConfig",
+    "CurriculumResult",
     "TaskConfig",
     "TaskRNN",
     "TaskResult",
@@ -44,11 +53,14 @@ __all__ = [
     "generate",
     "hidden_state_gradients",
     "min_length",
+    "new_run",
     "norm_preservation_penalty",
+    "run_curriculum",
     "sample_length",
     "screened_error",
     "sgd_step",
     "task_loss",
     "train_model",
+    "train_steps",
     "train_task",
 ]

@@ -15,12 +15,13 @@ import os
 import signal
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
+from gradclip.diagnostics.tasks.curriculum import CurriculumResult
 from gradclip.diagnostics.tasks.generators import TASKS
-from gradclip.diagnostics.tasks.train import TaskConfig, TaskResult, train_task
+from gradclip.diagnostics.tasks.results import TaskConfig, TaskResult
 from gradclip.diagnostics.workers import end_with_parent
 
 __all__ = [
@@ -28,11 +29,15 @@ __all__ = [
     "SUCCESS_PLOT",
     "grid_configs",
     "plot_success",
+    "read_curricula",
     "read_results",
     "run_grid",
     "success_table",
     "write_results",
 ]
+
+C = TypeVar("C")
+R = TypeVar("R")
 
 RESULTS_FILE = "tasks.json"
 SUCCESS_PLOT = "success.png"
@@ -70,12 +75,14 @@ def _init_worker(parent_pid: int, threads: int) -> None:
 
 
 def run_grid(
-    configs: Sequence[TaskConfig],
+    run: Callable[[C], R],
+    configs: Sequence[C],
     jobs: int = 1,
     progress: bool = True,
-    on_result: Callable[[TaskResult], None] | None = None,
-) -> list[TaskResult]:
-    """Train every config, ``jobs`` at a time in worker processes, with a tqdm bar.
+    on_result: Callable[[R], None] | None = None,
+) -> list[R]:
+    """``run(config)`` for every config, as ``map`` does, ``jobs`` at a time in worker
+    processes, with a tqdm bar.
 
     The workers are a ``multiprocessing`` pool (spawned); Ctrl-C terminates them at once.
 
@@ -83,17 +90,22 @@ def run_grid(
     in each worker). Results come back in ``configs`` order.
 
     Args:
+        run: what trains one config, a module-level function (workers import it):
+            :func:`train_task` for a :class:`TaskConfig`, or
+            :func:`~gradclip.diagnostics.tasks.curriculum.run_curriculum` for a
+            :class:`~gradclip.diagnostics.tasks.curriculum.CurriculumConfig`.
         configs: the runs.
         jobs: parallel processes (1 runs in this process).
         progress: show the bar (also off when stderr is not a terminal).
         on_result: called with each result as it finishes.
 
     Returns:
-        One :class:`TaskResult` per config.
+        One result per config.
 
     Example:
+        >>> from gradclip.diagnostics.tasks import train_task
         >>> cfgs = grid_configs(["add"], [10], [0], ["none"], steps=2, eval_size=10)
-        >>> [r.steps_run for r in run_grid(cfgs, progress=False)]
+        >>> [r.steps_run for r in run_grid(train_task, cfgs, progress=False)]
         [2]
     """
     from tqdm.auto import tqdm
@@ -101,17 +113,18 @@ def run_grid(
     if jobs < 1:
         raise ValueError(f"jobs must be ≥ 1, got {jobs}")
     bar = tqdm(total=len(configs), desc="task runs", unit="run", disable=not progress or None)
-    results: list[TaskResult | None] = [None] * len(configs)
+    results: list[R | None] = [None] * len(configs)
     try:
         if jobs == 1:
             for i, cfg in enumerate(configs):
-                results[i] = _done(train_task(cfg), bar, on_result)
+                results[i] = _done(run(cfg), bar, on_result)
         else:
             threads = max(1, (os.cpu_count() or 1) // jobs)
             ctx = torch.multiprocessing.get_context("spawn")
             pool = ctx.Pool(jobs, _init_worker, (os.getpid(), threads))
             try:
-                for i, res in pool.imap_unordered(_indexed, list(enumerate(configs))):
+                items = [(i, run, cfg) for i, cfg in enumerate(configs)]
+                for i, res in pool.imap_unordered(_indexed, items):
                     results[i] = _done(res, bar, on_result)
                 pool.close()
             except BaseException:  # Ctrl-C or a failed run: stop the workers now
@@ -124,13 +137,14 @@ def run_grid(
     return [r for r in results if r is not None]
 
 
-def _indexed(item: tuple[int, TaskConfig]) -> tuple[int, TaskResult]:
-    return item[0], train_task(item[1])
+def _indexed(item: tuple[int, Callable[[C], R], C]) -> tuple[int, R]:
+    return item[0], item[1](item[2])
 
 
-def _done(r: TaskResult, bar: Any, cb: Callable[[TaskResult], None] | None) -> TaskResult:
+def _done(r: R, bar: Any, cb: Callable[[R], None] | None) -> R:
     bar.update(1)
-    bar.set_postfix_str(f"{r.config.task} L={r.config.length_label} {r.config.method_label}")
+    cfg = r.config  # type: ignore[attr-defined]
+    bar.set_postfix_str(f"{cfg.task} L={cfg.length_label} {cfg.method_label}")
     if cb is not None:
         cb(r)
     return r
@@ -221,7 +235,8 @@ def success_axes(ax: Any, results: Sequence[TaskResult]) -> None:
     ax.set_ylabel("success rate (< 1 % wrong of fresh sequences)")
     ax.set_ylim(-0.05, 1.12)  # room for the k/n labels
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
 
 
 def _label_count(ax: Any, x: float, y: float, runs: list[TaskResult], color: Any) -> None:
@@ -248,15 +263,20 @@ def plot_success(results: Sequence[TaskResult], path: str | Path) -> Path:
 
 
 def write_results(
-    folder: str | Path, results: Sequence[TaskResult], settings: dict[str, Any]
+    folder: str | Path,
+    results: Sequence[TaskResult],
+    settings: dict[str, Any],
+    curricula: Sequence[CurriculumResult] = (),
 ) -> Path:
     """Write ``tasks.json`` (strict JSON) and ``success.png`` into ``folder`` (created if
-    needed), each atomically.
+    needed), each atomically. With ``curricula`` the file also holds them (key
+    ``curricula``) and the plot is theirs (:func:`.curriculum_summary.plot_curricula`).
 
     Args:
         folder: the output folder.
-        results: the runs.
+        results: the runs from scratch.
         settings: the command's settings, kept beside the results.
+        curricula: the curriculum runs.
 
     Returns:
         The folder.
@@ -271,14 +291,20 @@ def write_results(
         >>> back[0].config == r.config, settings
         (True, {'steps': 2})
     """
+    from gradclip.diagnostics.tasks.curriculum_summary import plot_curricula
     from gradclip.lm.rundir import atomic_write_bytes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     doc = {"kind": "tasks", "settings": settings, "results": [r.to_dict() for r in results]}
+    if curricula:
+        doc["curricula"] = [c.to_dict() for c in curricula]
     text = json.dumps(doc, indent=1, allow_nan=False)
     atomic_write_bytes(folder / RESULTS_FILE, text.encode())
-    plot_success(results, folder / SUCCESS_PLOT)
+    if curricula:
+        plot_curricula(curricula, folder / SUCCESS_PLOT)
+    else:
+        plot_success(results, folder / SUCCESS_PLOT)
     return folder
 
 
@@ -291,5 +317,24 @@ def read_results(folder: str | Path) -> tuple[list[TaskResult], dict[str, Any]]:
     Returns:
         ``(results, settings)``.
     """
-    doc = json.loads((Path(folder) / RESULTS_FILE).read_text(encoding="utf-8"))
+    doc = _read(folder)
     return [TaskResult.from_dict(r) for r in doc["results"]], doc.get("settings", {})
+
+
+def read_curricula(folder: str | Path) -> list[CurriculumResult]:
+    """Read the curriculum runs of ``tasks.json`` back (empty when it has none).
+
+    Args:
+        folder: a folder written by :func:`write_results`.
+
+    Returns:
+        The :class:`~gradclip.diagnostics.tasks.curriculum.CurriculumResult` list.
+    """
+    return [CurriculumResult.from_dict(c) for c in _read(folder).get("curricula", [])]
+
+
+def _read(folder: str | Path) -> dict[str, Any]:
+    doc = json.loads((Path(folder) / RESULTS_FILE).read_text(encoding="utf-8"))
+    if not isinstance(doc, dict):
+        raise TypeError(f"expected a JSON object, got {type(doc).__name__}")
+    return doc

@@ -19,8 +19,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,8 +33,18 @@ from gradclip.diagnostics.tasks.criteria import (
 )
 from gradclip.diagnostics.tasks.generators import TASKS, Batch, TaskSpec, generate
 from gradclip.diagnostics.tasks.regularizer import add_penalty_gradient
+from gradclip.diagnostics.tasks.results import TaskConfig, TaskResult
 
-__all__ = ["TaskConfig", "TaskRNN", "TaskResult", "sgd_step", "train_model", "train_task"]
+__all__ = [
+    "TaskConfig",
+    "TaskRNN",
+    "TaskResult",
+    "new_run",
+    "sgd_step",
+    "train_model",
+    "train_steps",
+    "train_task",
+]
 
 
 class TaskRNN(nn.Module):
@@ -97,90 +105,6 @@ class TaskRNN(nn.Module):
         return states, self.decoder(states if self.every_step else states[-1])
 
 
-@dataclass(frozen=True)
-class TaskConfig:
-    """One training run. ``method`` is a clipper spec (``none``, ``norm:max_norm=1``, …);
-    ``alpha`` the regulariser's weight (0: none; the paper's MSGD-CR used 4 on temporal
-    order, the code's default is 2); ``max_length``, when set, makes the lengths random
-    over ``[length, max_length)``."""
-
-    task: str
-    length: int
-    seed: int
-    method: str = "none"
-    steps: int = 2000
-    lr: float = 0.01
-    batch: int = 20
-    hidden: int = 50
-    init: str = "basic_tanh"
-    eval_size: int = 10_000
-    check_every: int = 250
-    alpha: float = 0.0
-    max_length: int | None = None
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise ValueError(f"alpha must be finite and ≥ 0, got {self.alpha}")
-        if self.max_length is not None and self.max_length <= self.length:
-            raise ValueError(f"max_length must be > length, got [{self.length}, {self.max_length})")
-
-    @property
-    def length_label(self) -> str:
-        """``"50"``, or ``"50–200"`` for random lengths in ``[50, 200)``."""
-        return str(self.length) if self.max_length is None else f"{self.length}–{self.max_length}"
-
-    @property
-    def method_label(self) -> str:
-        """The clipper spec, with ``" + Ω(α=2)"`` when the regulariser is on."""
-        return self.method if self.alpha == 0 else f"{self.method} + Ω(α={self.alpha:g})"
-
-
-@dataclass
-class TaskResult:
-    """What one run ended with: the paper's error and success, divergence, norm statistics,
-    the regulariser's mean and last Ω (NaN without it), and subsampled curves
-    (``curve_steps``, ``losses``, ``norms``)."""
-
-    config: TaskConfig
-    error: float
-    success: bool
-    diverged: bool
-    steps_run: int
-    final_loss: float
-    norm_mean: float
-    norm_max: float
-    clip_rate: float
-    wall_s: float
-    curve_steps: list[int] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    norms: list[float] = field(default_factory=list)
-    events: list[tuple[int, str]] = field(default_factory=list)
-    omega_mean: float = math.nan
-    omega_last: float = math.nan
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (non-finite numbers become ``None``)."""
-        from gradclip.lm.rundir import strict_json
-
-        return strict_json(asdict(self))  # type: ignore[no-any-return]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TaskResult:
-        """Inverse of :meth:`to_dict` (``None`` reads back as NaN)."""
-        d = {k: _unfinite(v) for k, v in data.items()}
-        d["config"] = TaskConfig(**data["config"])
-        d["events"] = [(int(s), str(k)) for s, k in data.get("events", [])]
-        return cls(**d)
-
-
-def _unfinite(v: Any) -> Any:
-    if v is None:
-        return math.nan
-    if isinstance(v, list):
-        return [math.nan if x is None else x for x in v]
-    return v
-
-
 def train_task(cfg: TaskConfig, max_points: int = 200) -> TaskResult:
     """Train one run (see :func:`train_model`) and return only its result (picklable).
 
@@ -206,12 +130,8 @@ def train_model(
     monitor: bool = False,
     on_step: Callable[[int], None] | None = None,
 ) -> tuple[TaskRNN, TaskResult]:
-    """Train :class:`TaskRNN` on ``cfg.task`` with plain SGD behind ``cfg.method``'s clipper
-    (and, with ``cfg.alpha > 0``, the regulariser's gradient added before the clip).
-
-    Every ``check_every`` steps 1,000 fresh sequences are checked; below 1 % wrong the
-    full ``eval_size`` set decides, and a success stops the run early (the paper also
-    stops on its criterion). A non-finite loss stops the run as diverged.
+    """Train :class:`TaskRNN` on ``cfg.task`` from scratch with plain SGD behind
+    ``cfg.method``'s clipper (see :func:`new_run` and :func:`train_steps`).
 
     Args:
         cfg: the run's :class:`TaskConfig`.
@@ -223,19 +143,70 @@ def train_model(
     Returns:
         The trained model and its :class:`TaskResult`.
     """
-    spec = TASKS[cfg.task]
-    torch.manual_seed(cfg.seed)
-    model = TaskRNN(spec, cfg.hidden, cfg.init)
-    opt = ClippedOptimizer(
-        torch.optim.SGD(model.parameters(), lr=cfg.lr), make_clipper_from_spec(cfg.method)
-    )
+    model, opt, gen = new_run(cfg)
     watcher = None
     if monitor:
         from gradclip.monitor import GradMonitor
 
         watcher = GradMonitor(model, warn=False)
         watcher.attach(opt)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    result = train_steps(model, opt, cfg, gen, max_points=max_points, on_step=on_step)
+    if watcher is not None:
+        watcher.flush()
+        result.events = [(int(e["step"]), str(e["event"])) for e in watcher.events]
+        watcher.close()
+    return model, result
+
+
+def new_run(cfg: TaskConfig) -> tuple[TaskRNN, ClippedOptimizer, torch.Generator]:
+    """The model (seeded by ``cfg.seed``), plain SGD at ``cfg.lr`` behind ``cfg.method``'s
+    clipper, and the data's generator (seeded by ``cfg.seed + 1``) of one run.
+
+    Example:
+        >>> model, opt, gen = new_run(TaskConfig("add", 10, seed=0, hidden=8))
+        >>> model.rnn.hidden_size, opt.param_groups[0]["lr"]
+        (8, 0.01)
+    """
+    torch.manual_seed(cfg.seed)
+    model = TaskRNN(TASKS[cfg.task], cfg.hidden, cfg.init)
+    opt = ClippedOptimizer(
+        torch.optim.SGD(model.parameters(), lr=cfg.lr), make_clipper_from_spec(cfg.method)
+    )
+    return model, opt, torch.Generator().manual_seed(cfg.seed + 1)
+
+
+def train_steps(
+    model: TaskRNN,
+    opt: ClippedOptimizer,
+    cfg: TaskConfig,
+    gen: torch.Generator,
+    *,
+    updates_before: int = 0,
+    max_points: int = 200,
+    on_step: Callable[[int], None] | None = None,
+) -> TaskResult:
+    """Train ``model`` for at most ``cfg.steps`` updates at ``cfg.length`` (or random
+    lengths up to ``cfg.max_length``) and judge it by the paper's criterion.
+
+    Every ``check_every`` steps 1,000 fresh sequences are checked; below 1 % wrong the
+    full ``eval_size`` set decides, and a success stops the run early (the paper also
+    stops on its criterion). A non-finite loss, norm or weight stops it as diverged.
+    ``cfg.seed``, ``cfg.method`` and ``cfg.lr`` are not read: ``model``, ``opt`` and ``gen``
+    carry them, so a model can be trained on in stages (a curriculum).
+
+    Args:
+        model: the model, trained in place.
+        opt: its :class:`gradclip.ClippedOptimizer` (``cfg.alpha`` adds Ω before the clip).
+        cfg: the lengths, budget, minibatch, regulariser and evaluation.
+        gen: the data's random generator.
+        updates_before: updates the model had before; the fresh check sequences are drawn
+            with seed ``updates_before + step``, so every check of a run is new.
+        max_points: the most curve points kept.
+        on_step: called with the step number after every update (a progress bar).
+
+    Returns:
+        The :class:`TaskResult`; ``steps_run`` counts this call's updates only.
+    """
     every = max(1, cfg.steps // max_points)
     t0 = time.perf_counter()
     losses: list[float] = []
@@ -266,7 +237,12 @@ def train_model(
         if step % cfg.check_every == 0 or step == cfg.steps:
             model.eval()
             full = screened_error(
-                model, cfg.task, cfg.length, cfg.eval_size, step, max_length=cfg.max_length
+                model,
+                cfg.task,
+                cfg.length,
+                cfg.eval_size,
+                updates_before + step,
+                max_length=cfg.max_length,
             )
             if full is not None:
                 error, success = full, full < SUCCESS_ERROR
@@ -276,14 +252,10 @@ def train_model(
     if not diverged and not success:
         model.eval()
         error = evaluate(model, cfg.task, cfg.length, cfg.eval_size, max_length=cfg.max_length)
-    events: list[tuple[int, str]] = []
-    if watcher is not None:
-        watcher.flush()
-        events = [(int(e["step"]), str(e["event"])) for e in watcher.events]
-        watcher.close()
+        model.train()
     finite = [n for n in norms if math.isfinite(n)]
     tail = losses[-min(len(losses), 50) :]
-    return model, TaskResult(
+    return TaskResult(
         config=cfg,
         error=error,
         success=success,
@@ -299,7 +271,6 @@ def train_model(
         curve_steps=curve[0],
         losses=curve[1],
         norms=curve[2],
-        events=events,
         omega_mean=sum(omegas) / len(omegas) if omegas else math.nan,
         omega_last=omegas[-1] if omegas else math.nan,
     )
