@@ -198,7 +198,7 @@ def test_cli_curriculum_end_to_end_and_report(
     assert "| lengths | solved |" in printed and "longest solved, by seed" in printed
     doc = json.loads((out / "tasks.json").read_text())
     assert doc["results"] == [] and len(doc["curricula"]) == 2 * 2 * 2  # methods × α × seeds
-    assert doc["settings"]["lr_after"] == 0.005
+    assert doc["settings"]["lr_after"] == 0.005 and doc["settings"]["curriculum"] == "10:12:2"
     labels = {c["config"]["method"] + str(c["config"]["alpha"]) for c in doc["curricula"]}
     assert labels == {"none0.0", "none2.0", "norm:max_norm=10.0", "norm:max_norm=12.0"}
     assert (out / "success.png").read_bytes().startswith(PNG)

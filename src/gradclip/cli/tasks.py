@@ -218,7 +218,9 @@ def run_tasks(args: argparse.Namespace) -> int:
     }
     t0 = time.perf_counter()
     if curriculum:
-        settings |= {"curriculum": True, "lr_after": args.lr_after}
+        step = lengths[1] - lengths[0] if len(lengths) > 1 else 1
+        settings |= {"curriculum": f"{lengths[0]}:{lengths[-1]}:{step}"}
+        settings["lr_after"] = args.lr_after
         settings["method_after"] = args.method_after
         runs = curriculum_configs(
             tasks,
