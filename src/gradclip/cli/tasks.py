@@ -196,6 +196,12 @@ def run_tasks(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UserError(f"{flag} {m!r}: {exc}") from None
     output_folder(args.out)
+    shared = {
+        "batch": args.batch,
+        "hidden": args.hidden,
+        "init": args.init,
+        "eval_size": args.eval_size,
+    }
     settings = {
         "tasks": tasks,
         "lengths": [n if isinstance(n, int) else f"{n[0]}-{n[1]}" for n in lengths],
@@ -204,17 +210,8 @@ def run_tasks(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "lr": args.lr,
         "alpha": args.alpha,
-        "batch": args.batch,
-        "hidden": args.hidden,
-        "init": args.init,
-        "eval_size": args.eval_size,
+        **shared,
         "jobs": args.jobs,
-    }
-    shared = {
-        "batch": args.batch,
-        "hidden": args.hidden,
-        "init": args.init,
-        "eval_size": args.eval_size,
     }
     t0 = time.perf_counter()
     if curriculum:
