@@ -21,6 +21,10 @@ machine's load hits them alike:
   ``norm`` clipper's rule) and folds ``s`` into fused SGD's learning rate with
   the library's own ``fold_scale_into_lr`` (as ``clip`` does). The hooks return
   at once in the other variants (one Python call per parameter);
+* ``clip-async``: as ``clip-hooks``, but each hook hands its norm to one worker
+  thread and returns, so the norms run beside the rest of backward (the embedding's,
+  finalised last, cannot); the step waits for them. An experiment for issue 9's 1 %
+  goal, not a library path;
 * ``torch-clip``: what a user of ``torch.nn.utils`` writes, torch's own
   ``clip_grad_norm_(params, 5)`` (its defaults) then the same fused SGD step: the
   reference the ``monitor`` variant (gradclip's clip + monitor) is compared with.
@@ -51,6 +55,7 @@ import dataclasses
 import platform
 import statistics
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -71,11 +76,19 @@ class ManualClip:
     or by one separate ``_foreach_norm`` pass in the step (the ``clip`` path's
     work without ``ClippedOptimizer``'s bookkeeping)."""
 
-    def __init__(self, model: torch.nn.Module, sgd: torch.optim.SGD, in_backward: bool) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        sgd: torch.optim.SGD,
+        in_backward: bool,
+        worker: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.sgd = sgd
         self.params = list(model.parameters())
         self.norms = torch.zeros(len(self.params))  # one slot per parameter
         self.in_backward = in_backward
+        self.worker = worker  # hooks hand their norms to it and return (clip-async)
+        self.pending: list[Future[Any]] = []
         self.active = False
         self.hook_s = 0.0  # time spent inside the hooks since the last reset
         if in_backward:
@@ -86,7 +99,13 @@ class ManualClip:
         def hook(p: torch.Tensor) -> None:
             if self.active:  # while the gradient is still in cache
                 t0 = time.perf_counter()
-                torch.linalg.vector_norm(p.grad, out=slot)
+                if self.worker is None:
+                    torch.linalg.vector_norm(p.grad, out=slot)
+                else:
+                    grad = p.grad
+                    self.pending.append(
+                        self.worker.submit(torch.linalg.vector_norm, grad, out=slot)
+                    )
                 self.hook_s += time.perf_counter() - t0
 
         return hook
@@ -100,6 +119,9 @@ class ManualClip:
         if not self.in_backward:  # the separate pass
             grads = [p.grad for p in self.params if p.grad is not None]
             torch.stack(torch._foreach_norm(grads), out=self.norms)
+        for job in self.pending:  # clip-async: the norms handed to the worker
+            job.result()
+        self.pending.clear()
         saved = fold_scale_into_lr(self.sgd, self.coefficient()[1])
         assert saved is not None  # fused plain SGD: the scale rides on the lr
         try:
@@ -140,6 +162,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=150)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument(
+        "--worker-threads", type=int, default=1, help="intra-op threads of clip-async's worker"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg, _ = load_config("small")
@@ -163,6 +188,10 @@ def main() -> None:
         mon.attach(steppers[name])
     steppers["clip-pass"] = ManualClip(model, sgd, in_backward=False)
     hooks = steppers["clip-hooks"] = ManualClip(model, sgd, in_backward=True)
+    worker = ThreadPoolExecutor(
+        1, initializer=torch.set_num_threads, initargs=(args.worker_threads,)
+    )
+    async_hooks = steppers["clip-async"] = ManualClip(model, sgd, True, worker)
     steppers["torch-clip"] = TorchClip(model, sgd)
     names = list(steppers)
     state = model.init_state(B)
@@ -179,6 +208,7 @@ def main() -> None:
             x, y = tokens[i, :T], tokens[i, 1:]
             i = (i + 1) % len(tokens)
             hooks.active = name == "clip-hooks"
+            async_hooks.active = name == "clip-async"
             hooks.hook_s = 0.0
             t0 = time.perf_counter()
             state = detach_state(state)
@@ -200,7 +230,8 @@ def main() -> None:
                 checked.append(steppers[name].check())
         if r >= args.warmup:
             _time_read_floor([p.grad for p in model.parameters()], floor_t)
-    hooks.active = False
+    hooks.active = async_hooks.active = False
+    worker.shutdown()
     # flush cost in isolation: 50 buffered steps (one host read, grouping, events)
     flush_ms = {}
     obs = _observation(steppers["clip"], model)
@@ -235,7 +266,7 @@ def main() -> None:
         f"coefficient, rtol 1e-5), norms {min(checked):.3f} .. {max(checked):.3f}"
     )
     print(f"time inside the hooks: median {statistics.median(hook_t) * 1e3:.3f} ms per step")
-    for n in ("clip", "clip-pass", "clip-hooks"):
+    for n in ("clip", "clip-pass", "clip-hooks", "clip-async"):
         back = med_back[n] - med_back["sgd"]
         opt = med_opt[n] - med_opt["sgd"]
         w = med[n] - med["sgd"]
