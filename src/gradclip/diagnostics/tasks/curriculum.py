@@ -207,6 +207,13 @@ def run_curriculum(
 
     Returns:
         The :class:`CurriculumResult`.
+
+    Example:
+        >>> cfg = CurriculumConfig("torder", (10, 12, 14), seed=1, lr=0.1, stage_steps=1500,
+        ...                        eval_size=1000, init="smart_tanh")
+        >>> run = run_curriculum(cfg)
+        >>> run.solved_lengths, run.updates == sum(s.steps_run for s in run.stages)
+        ([10, 12, 14], True)
     """
     first = cfg.stage(0)
     model, opt, gen = new_run(first)
