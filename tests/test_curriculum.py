@@ -206,7 +206,16 @@ def test_cli_curriculum_end_to_end_and_report(
     assert view.kind == "tasks" and len(view.curricula) == 8
     assert view.tables[0][0] == "Curriculum runs"
     assert main(["report", str(out), "-o", str(tmp_path / "r.html")]) == 0
-    assert "Curriculum: runs that solved each length" in (tmp_path / "r.html").read_text()
+    page = (tmp_path / "r.html").read_text()
+    assert "Curriculum: runs that solved each length" in page
+    assert "Curricula of every folder overlaid" not in page
+    again = tmp_path / "c2"
+    argv = ["tasks", "--curriculum", "10:12:2", "--seeds", "1", "--steps", "2"]
+    assert main([*argv, "--eval-size", "50", "--out", str(again), "--no-progress"]) == 0
+    assert main(["report", str(out), str(again), "-o", str(tmp_path / "r2.html")]) == 0
+    page = (tmp_path / "r2.html").read_text()
+    assert "Curricula of every folder overlaid" in page
+    assert page.count('alt="Curriculum: runs that solved each length') == 2  # one per folder
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,12 @@ def _overview(views: Sequence[RunView]) -> list[dict[str, str]]:
         fig, ax = plots.figure(8, 4.0)
         plots.profile_axes(ax, profiles)
         out.append(_fig(fig, "Temporal profiles overlaid."))
+    if sum(bool(v.curricula) for v in views) > 1:
+        from gradclip.diagnostics.tasks.curriculum_summary import curriculum_figure
+
+        fig = curriculum_figure([c for v in views for c in v.curricula])
+        text = "Curricula of every folder overlaid (the runs of an arm found in several pool)."
+        out.append(_fig(fig, text))
     curves = [v for v in views if v.steps]
     if not curves:
         return out
@@ -175,15 +181,13 @@ def _num_or_nan(x: Any) -> float:
 
 
 def _tasks_figures(v: RunView) -> list[dict[str, str]]:
-    from gradclip.diagnostics.tasks.curriculum_summary import climb_axes, curriculum_axes
+    from gradclip.diagnostics.tasks.curriculum_summary import curriculum_figure
     from gradclip.diagnostics.tasks.grid import success_axes
 
-    fig, (ax1, ax2) = plots.figure(10, 3.8, ncols=2)
     if v.curricula:
-        curriculum_axes(ax1, v.curricula)
-        climb_axes(ax2, v.curricula)
         text = "Curriculum: runs that solved each length; each run's longest length solved."
-        return [_fig(fig, text)]
+        return [_fig(curriculum_figure(v.curricula), text)]
+    fig, (ax1, ax2) = plots.figure(10, 3.8, ncols=2)
     success_axes(ax1, v.task_results)
     for r in v.task_results:
         if r.config.seed == v.task_results[0].config.seed:

@@ -17,7 +17,14 @@ from typing import Any
 from gradclip.diagnostics.tasks.curriculum import CurriculumResult
 from gradclip.diagnostics.tasks.generators import TASKS
 
-__all__ = ["climb_axes", "climb_table", "curriculum_axes", "curriculum_table", "plot_curricula"]
+__all__ = [
+    "climb_axes",
+    "climb_table",
+    "curriculum_axes",
+    "curriculum_figure",
+    "curriculum_table",
+    "plot_curricula",
+]
 
 
 def _arms(results: Sequence[CurriculumResult]) -> dict[tuple[str, str], list[CurriculumResult]]:
@@ -145,8 +152,27 @@ def climb_axes(ax: Any, results: Sequence[CurriculumResult]) -> None:
     ax.figure.legend(fontsize=7, loc="outside lower center", ncols=2)
 
 
+def curriculum_figure(results: Sequence[CurriculumResult], height: float = 4.6) -> Any:
+    """Both panels side by side: success against length (:func:`curriculum_axes`) and the
+    climbs (:func:`climb_axes`), the arms' legend below.
+
+    Args:
+        results: the runs.
+        height: inches (the width is 11).
+
+    Returns:
+        The matplotlib figure.
+    """
+    from gradclip.diagnostics import plots
+
+    fig, (left, right) = plots.figure(11, height, ncols=2)
+    curriculum_axes(left, results)
+    climb_axes(right, results)
+    return fig
+
+
 def plot_curricula(results: Sequence[CurriculumResult], path: str | Path) -> Path:
-    """Write both panels (success against length; the climbs) as a PNG, atomically.
+    """Write :func:`curriculum_figure` as a PNG, atomically, with a title.
 
     Args:
         results: the runs.
@@ -157,8 +183,6 @@ def plot_curricula(results: Sequence[CurriculumResult], path: str | Path) -> Pat
     """
     from gradclip.diagnostics import plots
 
-    fig, (left, right) = plots.figure(11, 4.6, ncols=2)
-    curriculum_axes(left, results)
-    climb_axes(right, results)
+    fig = curriculum_figure(results)
     fig.suptitle("Pascanu's tasks by a curriculum: one tanh RNN lengthened in stages", fontsize=9)
     return plots.save(fig, path)
