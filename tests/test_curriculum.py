@@ -219,25 +219,25 @@ def test_cli_curriculum_end_to_end_and_report(
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "named"),
     [
-        ["--curriculum", "5:10:1"],  # temporal order needs L ≥ 10
-        ["--curriculum", "50:40:5"],
-        ["--curriculum", "50:60"],
-        ["--curriculum", "50:60:0"],
-        ["--curriculum", "50:60:5", "--lengths", "20"],
-        ["--lr-after", "0.1"],
-        ["--method-after", "none"],
-        ["--curriculum", "50:60:5", "--method-after", "bogus"],
-        ["--curriculum", "50:60:5", "--lr-after", "nan"],
-        ["--alpha", "1,nan"],
-        ["--alpha", "-1"],
+        (["--curriculum", "5:10:1"], "--curriculum: torder needs L ≥ 10"),
+        (["--curriculum", "50:40:5"], "--curriculum must be START:STOP:STEP"),
+        (["--curriculum", "50:60"], "--curriculum must be"),
+        (["--curriculum", "50:60:0"], "--curriculum must be"),
+        (["--curriculum", "50:60:5", "--lengths", "20"], "--lengths and --curriculum"),
+        (["--lr-after", "0.1"], "--lr-after and --method-after need --curriculum"),
+        (["--method-after", "none"], "--lr-after and --method-after need --curriculum"),
+        (["--curriculum", "50:60:5", "--method-after", "bogus"], "--method-after 'bogus'"),
+        (["--curriculum", "50:60:5", "--lr-after", "nan"], "--lr-after must be"),
+        (["--alpha", "1,nan"], "--alpha must be"),
+        (["--alpha", "-1"], "--alpha must be"),
     ],
 )
 def test_bad_curriculum_input_exits_2_and_writes_nothing(
-    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    argv: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["tasks", *argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("gradclip tasks: error:") and "\n" not in err
+    assert err.startswith(f"gradclip tasks: error: {named}") and "\n" not in err
     assert not (tmp_path / "o").exists()

@@ -187,7 +187,8 @@ def run_tasks(args: argparse.Namespace) -> int:
     for t in tasks:
         lo = min(n if isinstance(n, int) else n[0] for n in lengths)
         if lo < min_length(t):
-            raise UserError(f"--lengths: {t} needs L ≥ {min_length(t)}, got {lo}")
+            flag = "--curriculum" if curriculum else "--lengths"
+            raise UserError(f"{flag}: {t} needs L ≥ {min_length(t)}, got {lo}")
     methods = args.method or ["none", "norm:max_norm=1"]
     for flag, m in [("--method", m) for m in methods] + [("--method-after", args.method_after)]:
         try:
