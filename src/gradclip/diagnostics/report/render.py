@@ -98,7 +98,7 @@ def _overview(views: Sequence[RunView]) -> list[dict[str, str]]:
         from gradclip.diagnostics.tasks.curriculum_summary import curriculum_figure
 
         fig = curriculum_figure([c for v in views for c in v.curricula])
-        text = "Curricula of every folder overlaid (an arm found in several folders pools its runs)."
+        text = "Curricula of every folder overlaid (an arm in several folders pools its runs)."
         out.append(_fig(fig, text))
     curves = [v for v in views if v.steps]
     if not curves:
